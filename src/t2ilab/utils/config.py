@@ -1,0 +1,59 @@
+"""Where the config tree lives, and how a composed config is shown and saved."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _find_conf_dir() -> Path:
+    """conf/ of the checkout (editable install) or T2ILAB_CONF_DIR; fails with a clear message."""
+    env = os.environ.get("T2ILAB_CONF_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[3] / "conf")  # repo/src/t2ilab/utils -> repo/conf
+    for c in candidates:
+        if (c / "train.yaml").is_file():
+            return c
+    raise FileNotFoundError(f"t2ilab config tree not found (looked in {[str(c) for c in candidates]}); "
+                            "install with `pip install -e .` from the repo or set T2ILAB_CONF_DIR=/path/to/conf")
+
+
+CONF_DIR: Path = _find_conf_dir()
+
+TREE_ORDER = ("data", "encoder", "model", "trainer", "callbacks", "logger", "metrics", "paths")
+
+
+def config_tree(cfg: DictConfig, order: Sequence[str] = TREE_ORDER, resolve: bool = True) -> str:
+    """The composed config rendered as a rich tree (plain text), groups in a stable order."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
+    for key in keys:
+        branch = tree.add(str(key), guide_style="dim")
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
+        branch.add(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    console = Console(record=True, width=110, force_terminal=False, color_system=None)
+    with console.capture():
+        console.print(tree)
+    return console.export_text()
+
+
+def show_and_save_config(cfg: DictConfig, run_dir: str | Path | None) -> None:
+    """Print the config tree at start and save it (plus resolved yaml) into the run dir."""
+    text = config_tree(cfg)
+    print(text, flush=True)  # the tree is for the human at the terminal, before logging is configured
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config_tree.txt").write_text(text)
+        (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
