@@ -1,0 +1,166 @@
+"""Shared data plumbing: a captioned-image dataset contract and the datamodule that turns it
+into the batch dict every model consumes.
+
+Batch (DESIGN.md): ``{"image": float (N,C,H,W) in [-1,1], "cond": float (N,D),
+"caption": list[str], "index": long (N,)}`` (+ ``"label": long (N,)`` where a dataset has one).
+
+Text embeddings are computed ONCE per unique caption in ``setup`` (through the encoder's cache)
+into a table; the collate function only indexes that table, so training steps never run the
+text encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class CaptionedImageDataset(Dataset):
+    """Contract for one split of a captioned image dataset.
+
+    Subclasses implement ``__len__``, ``load_image(i) -> uint8 tensor (C,H,W)`` at the configured
+    resolution/channels and ``caption(i) -> str``. Optional: ``label(i) -> int`` (class datasets),
+    ``attributes(i) -> dict`` (ground truth for prompt-adherence evaluation), ``class_names``.
+    """
+
+    has_labels: bool = False
+
+    def load_image(self, i: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def caption(self, i: int) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def label(self, i: int) -> int:
+        raise NotImplementedError(f"{type(self).__name__} has no labels")
+
+    def attributes(self, i: int) -> dict[str, Any]:
+        return {"label": self.label(i)} if self.has_labels else {}
+
+    def captions(self) -> list[str]:
+        return [self.caption(i) for i in range(len(self))]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"image": self.load_image(i), "caption": self.caption(i), "index": i}
+        if self.has_labels:
+            item["label"] = self.label(i)
+        return item
+
+
+class _Collate:
+    """Picklable collate: uint8 -> [-1,1] float, caption -> row of the embedding table."""
+
+    def __init__(self, table: torch.Tensor | None, row_of: dict[str, int] | None):
+        self.table, self.row_of = table, row_of
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        images = torch.stack([it["image"] for it in items]).float().div_(127.5).sub_(1.0)
+        batch: dict[str, Any] = {
+            "image": images,
+            "caption": [it["caption"] for it in items],
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        }
+        if "label" in items[0]:
+            batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+        if self.table is not None:
+            rows = torch.tensor([self.row_of[c] for c in batch["caption"]], dtype=torch.long)
+            batch["cond"] = self.table[rows]
+        return batch
+
+
+class CaptionedDataModule(L.LightningDataModule):
+    """Base datamodule. Subclasses implement ``build_split(split) -> CaptionedImageDataset``.
+
+    Args:
+        image_size: output side length in pixels.
+        channels: 1 (grayscale) or 3 (RGB).
+        batch_size: per-device batch size.
+        num_workers: DataLoader workers (0 = main process).
+        text_encoder: object with ``encode_text`` (see encoders.base); None -> no "cond" in batches.
+    """
+
+    def __init__(self, image_size: int = 32, channels: int = 3, batch_size: int = 64,
+                 num_workers: int = 0, text_encoder: Any = None, pin_memory: bool = False):
+        super().__init__()
+        self.image_size, self.channels = int(image_size), int(channels)
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.text_encoder = text_encoder
+        self.datasets: dict[str, CaptionedImageDataset] = {}
+        self._table: torch.Tensor | None = None
+        self._row_of: dict[str, int] | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def build_split(self, split: str) -> CaptionedImageDataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def dataset(self, split: str) -> CaptionedImageDataset:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if split not in self.datasets:
+            ds = self.build_split(split)
+            if len(ds) == 0:
+                raise ValueError(f"{type(self).__name__}: the {split!r} split is empty - check the data "
+                                 "path / captions file and the reported exclusions above")
+            self.datasets[split] = ds
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = ("train", "val") if stage in (None, "fit", "validate") else ("test",)
+        for s in splits:
+            self.dataset(s)
+        self._build_embedding_table()
+
+    def _build_embedding_table(self) -> None:
+        if self.text_encoder is None:
+            return
+        captions: set[str] = set()
+        for ds in self.datasets.values():
+            captions.update(ds.captions())
+        known = set(self._row_of or {})
+        if self._table is not None and captions <= known:
+            return
+        unique = sorted(captions | known)
+        log.info("encoding %d unique captions (cached per encoder fingerprint)", len(unique))
+        self._table = self.text_encoder.encode_text(unique).float().cpu().contiguous()
+        self._row_of = {c: i for i, c in enumerate(unique)}
+
+    def embedding_table(self) -> torch.Tensor | None:
+        """(U, D) embeddings of every unique caption of the loaded splits (None without encoder)."""
+        self._build_embedding_table()
+        return self._table
+
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        """Embeddings for arbitrary prompts (sample grids, evaluation) via the encoder's cache."""
+        if self.text_encoder is None:
+            raise RuntimeError("this datamodule has no text_encoder; pass one to encode prompts")
+        return self.text_encoder.encode_text(list(captions)).float()
+
+    def collate(self) -> _Collate:
+        return _Collate(self._table, self._row_of)
+
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        ds = self.dataset(split)
+        # (re)build when this split brings captions the table lacks (e.g. test after setup("fit"));
+        # a no-op when every caption is already a row
+        self._build_embedding_table()
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          collate_fn=self.collate(), persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, drop_last=len(self.dataset("train")) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
