@@ -1,0 +1,209 @@
+"""Caption -> embedding cache: in memory, optionally mirrored on disk per encoder fingerprint.
+
+Disk layout: ``<cache_dir>/text_embeddings/<fingerprint>/shard-*.pt`` plus a ``meta.json`` for
+humans. Every ``put_many`` writes a NEW shard file (never appends/rewrites one): it is written to
+a temp file in the same directory, fsync'ed and ``os.replace``'d into place, so readers only ever
+see complete shards and any number of processes / cluster nodes may write concurrently. Loading
+merges all shards (all writers produce identical embeddings for a caption, so the order does not
+matter). Too many small shards are merged into one (again atomically; stale ones are deleted).
+Disk problems (read-only or full filesystem, a corrupt shard) are logged and the cache degrades to
+memory-only behaviour for that operation: the cache is an optimisation, never a failure source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SHARD_FORMAT = 1
+_SHARD_GLOB = "shard-*.pt"
+_FILE_HASHES: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of a (large weights) file, memoised by (realpath, size, mtime) in this process and,
+    when ``cache_dir`` is given, on disk under ``cache_dir/file_hashes/`` for later processes."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    memo = None
+    if cache_dir is not None:
+        memo = Path(cache_dir).expanduser() / "file_hashes" / (hashlib.sha1(repr(key).encode()).hexdigest() + ".txt")
+        if key not in _FILE_HASHES and memo.is_file():
+            _FILE_HASHES[key] = memo.read_text().strip()
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()
+        if memo is not None:
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                tmp = memo.with_name(f".tmp-{uuid.uuid4().hex[:8]}")
+                tmp.write_text(_FILE_HASHES[key])
+                os.replace(tmp, memo)
+            except OSError as e:
+                log.warning("could not memoise the hash of %s in %s (%s)", path, memo.parent, e)
+    return _FILE_HASHES[key]
+
+
+class EmbeddingCache:
+    """Maps caption -> 1-D float32 CPU embedding for ONE encoder fingerprint.
+
+    Args:
+        fingerprint: the encoder fingerprint; embeddings of different fingerprints never mix.
+        cache_dir: root cache dir (shards go to ``cache_dir/text_embeddings/<fingerprint>/``); None = memory only.
+        meta: optional JSON-serialisable description of the encoder, written once to ``meta.json``.
+        compact_threshold: when more shards than this are on disk at load time, merge them into one.
+    """
+
+    def __init__(
+        self,
+        fingerprint: str,
+        cache_dir: str | os.PathLike | None = None,
+        meta: dict | None = None,
+        compact_threshold: int = 64,
+    ) -> None:
+        if not fingerprint or any(c in fingerprint for c in "/\\") or fingerprint.startswith("."):
+            raise ValueError(f"invalid fingerprint for a directory name: {fingerprint!r}")
+        self.fingerprint = fingerprint
+        self.dir = None if cache_dir is None else Path(cache_dir).expanduser() / "text_embeddings" / fingerprint
+        self.meta = meta
+        self.compact_threshold = compact_threshold
+        self._mem: dict[str, torch.Tensor] = {}
+        self._seen_shards: set[str] = set()
+        self._dim: int | None = None
+        self.num_disk_loads = 0  # shards read from disk (for tests / logging)
+        self.num_disk_writes = 0  # shards written
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def __contains__(self, caption: str) -> bool:
+        return caption in self._mem
+
+    # ------------------------------------------------------------------ public API
+    def get_many(self, captions: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Returns ({caption: embedding} for the hits, de-duplicated list of misses in input order).
+
+        On a miss the disk directory is re-scanned for shards written since the last scan (by this
+        or another process), so concurrent jobs share work as soon as it is on disk.
+        """
+        unique = list(dict.fromkeys(captions))
+        if self.dir is not None and any(c not in self._mem for c in unique):
+            self._load_new_shards()
+        found = {c: self._mem[c] for c in unique if c in self._mem}
+        missing = [c for c in unique if c not in self._mem]
+        return found, missing
+
+    def put_many(self, embeddings: dict[str, torch.Tensor]) -> None:
+        """Adds {caption: (D,) tensor}; the new captions are written to disk as one new shard."""
+        new = [c for c in embeddings if c not in self._mem]
+        if not new:
+            return
+        rows = [torch.as_tensor(embeddings[c]).detach() for c in new]
+        for c, r in zip(new, rows):
+            if r.dim() != 1:
+                raise ValueError(f"embedding for {c!r} must be 1-D, got shape {tuple(r.shape)}")
+        # one fresh contiguous tensor: rows must not keep a (GPU or larger) batch tensor alive
+        stacked = torch.stack([r.to("cpu", torch.float32) for r in rows]).contiguous()
+        self._check_dim(stacked.shape[1], "put_many")
+        for i, c in enumerate(new):
+            self._mem[c] = stacked[i]
+        if self.dir is not None:
+            self._write_shard(new, stacked)
+
+    def compact(self) -> None:
+        """Merges all shards on disk (as currently known) into one new shard, deleting the old ones."""
+        if self.dir is None:
+            return
+        self._load_new_shards(allow_compact=False)
+        old = [p for p in self.dir.glob(_SHARD_GLOB) if p.name in self._seen_shards]
+        if len(old) <= 1 or not self._mem:
+            return
+        caps = list(self._mem)
+        if self._write_shard(caps, torch.stack([self._mem[c] for c in caps])):
+            for p in old:  # only shards whose content we hold; shards written meanwhile survive
+                try:
+                    p.unlink()
+                except FileNotFoundError:  # another process compacted concurrently
+                    pass
+            log.info("compacted %d embedding shards in %s", len(old), self.dir)
+
+    # ------------------------------------------------------------------ internals
+    def _check_dim(self, dim: int, where: str) -> bool:
+        if self._dim is None:
+            self._dim = dim
+        if dim != self._dim:
+            raise ValueError(f"embedding dim {dim} from {where} != cached dim {self._dim} ({self.dir})")
+        return True
+
+    def _load_new_shards(self, allow_compact: bool = True) -> None:
+        assert self.dir is not None
+        if not self.dir.is_dir():
+            return
+        on_disk = sorted(self.dir.glob(_SHARD_GLOB))
+        paths = [p for p in on_disk if p.name not in self._seen_shards]
+        for path in paths:
+            self._seen_shards.add(path.name)
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                caps, emb = blob["captions"], blob["embeddings"]
+                if blob.get("fingerprint") != self.fingerprint or emb.shape[0] != len(caps):
+                    raise ValueError("fingerprint / size mismatch")
+                self._check_dim(emb.shape[1], str(path))
+            except FileNotFoundError:  # deleted by a concurrent compaction: its merged copy is picked up later
+                continue
+            except Exception as e:  # corrupt / foreign file: skip it, recompute what is missing
+                log.warning("ignoring unreadable embedding shard %s (%s: %s)", path, type(e).__name__, e)
+                continue
+            emb = emb.to(torch.float32)
+            for i, c in enumerate(caps):
+                self._mem.setdefault(c, emb[i])
+            self.num_disk_loads += 1
+        if paths:
+            log.debug("loaded %d embedding shards from %s (%d captions cached)", len(paths), self.dir, len(self._mem))
+        if allow_compact and len(on_disk) > self.compact_threshold:
+            self.compact()
+
+    def _write_shard(self, captions: list[str], embeddings: torch.Tensor) -> bool:
+        assert self.dir is not None
+        name = f"shard-{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pt"
+        tmp = self.dir / f".tmp-{name}"
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_meta()
+            blob = {"format": SHARD_FORMAT, "fingerprint": self.fingerprint,
+                    "captions": list(captions), "embeddings": embeddings}
+            with open(tmp, "wb") as f:
+                torch.save(blob, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / name)
+        except OSError as e:
+            log.warning("could not write embedding cache shard to %s (%s); continuing without it", self.dir, e)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            return False
+        self._seen_shards.add(name)
+        self.num_disk_writes += 1
+        return True
+
+    def _write_meta(self) -> None:
+        path = self.dir / "meta.json"
+        if self.meta is None or path.exists():
+            return
+        tmp = self.dir / f".tmp-meta-{uuid.uuid4().hex[:8]}.json"
+        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
