@@ -1,0 +1,198 @@
+"""The one base every model family derives from: conditioning, EMA, generate, divergence guard,
+optimiser + warm-up, and the metadata that makes a checkpoint self-describing.
+
+A family implements:
+  * ``__init__``: build its networks, then call ``self.init_ema(module)`` with the module
+    ``generate`` should use (the whole denoiser / the generator / the VAE);
+  * ``training_step(batch, batch_idx)`` using ``self.prepare_cond``/``self.drop_cond`` and
+    ``self.guard(loss, name)``;
+  * ``_generate(net, cond, generator, **sampling) -> (N,C,H,W) in [-1,1]``; the base clamps
+    and maps to [0,1], so evaluation and sampling never branch on the family.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from t2ilab.models.ema import EMA
+
+log = logging.getLogger(__name__)
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/inf: training stops before the bad gradient touches the weights."""
+
+
+class TextConditionedModule(L.LightningModule):
+    """Shared base of the GAN, VAE and diffusion families.
+
+    Args:
+        cond_dim: text-embedding size (the encoder's ``dim``; filled in by the entry point).
+        image_size: side length of generated images.
+        channels: image channels (1 or 3).
+        cond_drop_prob: share of training captions replaced by the learned null embedding
+            (classifier-free guidance / unconditional sampling).
+        center_cond: subtract the training captions' mean embedding (a buffer saved in the
+            checkpoint). CLIP text embeddings share a large common component; removing it makes
+            the caption-specific part easier to use (measured: colour-pair cosine 0.80 -> 0.48).
+        ema: ``{enabled, decay, warmup, every_n_steps}``; EMA weights are used by ``generate``.
+        optimizer: a partial optimiser (``_partial_: true`` in the config), called with params.
+        lr_warmup_steps: linear learning-rate warm-up length (0 = none).
+        sampling: default keyword arguments of ``generate`` (family-specific).
+    """
+
+    family = "base"
+    sampling_keys: tuple[str, ...] = ()
+
+    def __init__(self, cond_dim: int, image_size: int = 32, channels: int = 3, cond_drop_prob: float = 0.1,
+                 center_cond: bool = True, ema: dict | None = None, optimizer: Callable | None = None,
+                 lr_warmup_steps: int = 0, sampling: dict | None = None):
+        super().__init__()
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"model.cond_drop_prob={cond_drop_prob} must be in [0, 1)")
+        self.cond_dim, self.image_size, self.channels = int(cond_dim), int(image_size), int(channels)
+        self.cond_drop_prob, self.center_cond = float(cond_drop_prob), bool(center_cond)
+        self.ema_cfg = {"enabled": True, "decay": 0.999, "warmup": True, "every_n_steps": 1, **(ema or {})}
+        self.optimizer_factory, self.lr_warmup_steps = optimizer, int(lr_warmup_steps)
+        self.sampling_defaults = dict(sampling or {})
+        bad = set(self.sampling_defaults) - set(self.sampling_keys)
+        if bad:
+            raise ValueError(f"model.sampling has unknown keys {sorted(bad)}; {self.family} accepts "
+                             f"{list(self.sampling_keys)}")
+        self.null_embedding = nn.Parameter(torch.zeros(self.cond_dim))
+        self.register_buffer("cond_mean", torch.zeros(self.cond_dim))
+        self.register_buffer("cond_mean_set", torch.tensor(False))
+        self.ema: EMA | None = None
+        self.run_config: dict | None = None  # the composed run config; saved in every checkpoint
+
+    # -- conditioning -------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def set_cond_mean(self, table: torch.Tensor) -> None:
+        """Store the mean of the training caption embeddings (once; kept across resumes)."""
+        if self.center_cond and not bool(self.cond_mean_set):
+            self.cond_mean.copy_(table.float().mean(0).to(self.cond_mean.device))
+            self.cond_mean_set.fill_(True)
+
+    def prepare_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        cond = cond.to(self.null_embedding.device, torch.float32)
+        if cond.ndim != 2 or cond.shape[1] != self.cond_dim:
+            raise ValueError(f"cond must be (N, {self.cond_dim}) text embeddings, got {tuple(cond.shape)}; "
+                             "was the model trained with a different encoder?")
+        return cond - self.cond_mean if self.center_cond else cond
+
+    def null_cond(self, n: int) -> torch.Tensor:
+        """The learned 'no caption' embedding, repeated n times (already in prepared space)."""
+        return self.null_embedding.unsqueeze(0).expand(n, -1)
+
+    def drop_cond(self, cond: torch.Tensor, p: float | None = None) -> torch.Tensor:
+        """Replace a random share p of (prepared) conditions by the null embedding."""
+        p = self.cond_drop_prob if p is None else p
+        if p <= 0:
+            return cond
+        drop = torch.rand(cond.shape[0], 1, device=cond.device) < p
+        return torch.where(drop, self.null_cond(cond.shape[0]).to(cond.dtype), cond)
+
+    # -- noise --------------------------------------------------------------------------------
+    def randn(self, shape: Sequence[int], generator: Generator = None) -> torch.Tensor:
+        """Gaussian noise on the model's device. ``generator`` may be one generator or one per
+        sample (then sample i depends only on generator i: batching never changes an image)."""
+        if generator is None or isinstance(generator, torch.Generator):
+            dev = generator.device if generator is not None else self.device
+            return torch.randn(tuple(shape), generator=generator, device=dev).to(self.device)
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {shape[0]} samples")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device).to(self.device)
+                            for g in generator])
+
+    # -- EMA ----------------------------------------------------------------------------------
+    def init_ema(self, module: nn.Module) -> None:
+        self._ema_source = module
+        if self.ema_cfg["enabled"]:
+            self.ema = EMA(module, decay=float(self.ema_cfg["decay"]), warmup=bool(self.ema_cfg["warmup"]))
+
+    @property
+    def sampling_net(self) -> nn.Module:
+        """The network ``generate`` uses: the EMA copy when EMA is enabled."""
+        return self.ema.module if self.ema is not None else self._ema_source
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None and batch_idx % int(self.ema_cfg["every_n_steps"]) == 0:
+            self.ema.update_parameters(self._ema_source)
+
+    # -- generate -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, cond: torch.Tensor, *, generator: Generator = None, **sampling: Any) -> torch.Tensor:
+        """Images (N,C,H,W) in [0,1] for text embeddings ``cond`` (N, cond_dim), EMA weights."""
+        bad = set(sampling) - set(self.sampling_keys)
+        if bad:
+            raise TypeError(f"{self.family}.generate got unknown options {sorted(bad)}; valid: {list(self.sampling_keys)}")
+        net = self.sampling_net
+        was_training = net.training
+        net.eval()
+        try:
+            x = self._generate(net, self.prepare_cond(cond), generator, **{**self.sampling_defaults, **sampling})
+        finally:
+            net.train(was_training)
+        return x.float().add(1.0).div(2.0).clamp(0.0, 1.0)
+
+    def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, **sampling: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- divergence guard ---------------------------------------------------------------------
+    def guard(self, loss: torch.Tensor, name: str = "loss") -> torch.Tensor:
+        """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf."""
+        if not bool(torch.isfinite(loss.detach()).all()):
+            last = None
+            trainer = getattr(self, "_trainer", None)
+            if trainer is not None and trainer.checkpoint_callback is not None:
+                last = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+            hint = (f"the last good checkpoint is {last} (resume with ckpt_path={last} and e.g. a lower "
+                    "learning rate)") if last else "no checkpoint was saved yet"
+            raise NonFiniteLossError(f"non-finite {name} ({loss.detach().float().flatten()[0].item()}) at "
+                                     f"global step {self.global_step}: training stopped before the update; {hint}")
+        return loss
+
+    # -- optimisation -------------------------------------------------------------------------
+    def warmup_lambda(self) -> Callable[[int], float]:
+        n = max(self.lr_warmup_steps, 0)
+        return lambda step: 1.0 if n == 0 else min(1.0, (step + 1) / n)
+
+    def make_optimizer(self, params, factory: Callable | None = None) -> dict:
+        factory = factory or self.optimizer_factory or torch.optim.AdamW
+        opt = factory(params=params)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.warmup_lambda())
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_optimizers(self) -> Any:
+        return self.make_optimizer([p for n, p in self.named_parameters()
+                                    if p.requires_grad and not n.startswith("ema.")])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        table = dm.embedding_table() if dm is not None and hasattr(dm, "embedding_table") else None
+        if table is not None:
+            self.set_cond_mean(table)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        import t2ilab
+
+        checkpoint["t2ilab"] = {"config": self.run_config, "family": self.family, "cond_dim": self.cond_dim,
+                                "image_shape": list(self.image_shape), "version": t2ilab.__version__}
+        for lg in self.loggers if self._trainer is not None else []:
+            if type(lg).__name__ == "WandbLogger":  # resuming reuses this run id (no new W&B run)
+                checkpoint["t2ilab"]["wandb_id"] = lg.version
+
+    def log_scalars(self, values: dict[str, torch.Tensor], **kw: Any) -> None:
+        self.log_dict({k: v.detach().float() for k, v in values.items()}, **{"on_step": True, "prog_bar": False, **kw})
+

@@ -1,0 +1,94 @@
+"""Text-conditioned diffusion (DDPM training, DDIM sampling with classifier-free guidance).
+
+Noise schedules and samplers come from diffusers (a well-kept library): ``DDPMScheduler`` for
+training-time noising and v-targets, ``DDIMScheduler`` (trailing timestep spacing, which reaches
+the final noise level even with few steps) for ``generate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from t2ilab.models.base import Generator, TextConditionedModule
+
+SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+class DiffusionModule(TextConditionedModule):
+    """Args (plus those of ``TextConditionedModule``):
+        net: partial denoiser constructor; called with ``channels, cond_dim, image_size``.
+        schedule: ``cosine`` (Nichol & Dhariwal) or ``linear`` (Ho et al.) beta schedule.
+        prediction: ``epsilon`` or ``v_prediction`` (Salimans & Ho; better at low step counts).
+        num_train_timesteps: length of the training noise schedule.
+        sampling: defaults of ``generate``: ``num_steps`` (DDIM steps), ``guidance_scale``
+            (1 = no guidance; w in eps_u + w (eps_c - eps_u)), ``eta`` (0 = deterministic DDIM).
+    """
+
+    family = "diffusion"
+    sampling_keys = ("num_steps", "guidance_scale", "eta")
+
+    def __init__(self, net: Callable[..., nn.Module], schedule: str = "cosine", prediction: str = "epsilon",
+                 num_train_timesteps: int = 1000, **kwargs: Any):
+        kwargs["sampling"] = {"num_steps": 50, "guidance_scale": 3.0, "eta": 0.0, **(kwargs.get("sampling") or {})}
+        super().__init__(**kwargs)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"model.schedule={schedule!r} unknown; choose one of {sorted(SCHEDULES)}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"model.prediction={prediction!r} unknown; choose one of {list(PREDICTIONS)}")
+        self.prediction = prediction
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
+                                             beta_schedule=SCHEDULES[schedule], prediction_type=prediction,
+                                             clip_sample=False)
+        self.net = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size)
+        self.init_ema(self.net)
+
+    # -- training -----------------------------------------------------------------------------
+    def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        n = x0.shape[0]
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=x0.device)
+        noise = torch.randn_like(x0)
+        acp = self.noise_scheduler.alphas_cumprod.to(x0.device)[t].view(n, 1, 1, 1)
+        x_t = acp.sqrt() * x0 + (1 - acp).sqrt() * noise  # = scheduler.add_noise, without its dtype round-trips
+        target = noise if self.prediction == "epsilon" else acp.sqrt() * noise - (1 - acp).sqrt() * x0
+        return F.mse_loss(self.net(x_t, t, cond).float(), target.float())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        cond = self.drop_cond(self.prepare_cond(batch["cond"]))
+        loss = self.guard(self.diffusion_loss(batch["image"], cond), "train/loss")
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=cond.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self.diffusion_loss(batch["image"], self.prepare_cond(batch["cond"]))
+        self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=batch["image"].shape[0])
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sampler(self, num_steps: int) -> DDIMScheduler:
+        s = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing",
+                                      clip_sample=True, set_alpha_to_one=False)
+        s.set_timesteps(int(num_steps), device=self.device)
+        return s
+
+    def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, num_steps: int = 50,
+                  guidance_scale: float = 3.0, eta: float = 0.0) -> torch.Tensor:
+        n = cond.shape[0]
+        x = self.randn((n, *self.image_shape), generator)
+        sched = self.sampler(num_steps)
+        guided = guidance_scale != 1.0
+        both = torch.cat([cond, self.null_cond(n)]) if guided else cond
+        for t in sched.timesteps:
+            x_in = torch.cat([x, x]) if guided else x
+            out = net(x_in, t.expand(x_in.shape[0]).to(self.device), both).float()
+            if guided:
+                c, u = out.chunk(2)
+                out = u + guidance_scale * (c - u)
+            noise = self.randn(x.shape, generator) if eta > 0 else None
+            x = sched.step(out, t, x, eta=eta, variance_noise=noise).prev_sample
+        return x
