@@ -1,0 +1,36 @@
+"""Captioned image grids (one row per prompt, the prompt written to the left) as PIL images."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from t2ilab.evaluation.images import to_uint8
+
+
+def captioned_grid(images: torch.Tensor, prompts: Sequence[str], num_per_prompt: int, scale: int = 2,
+                   label_width: int = 200, pad: int = 2) -> Image.Image:
+    """images: (P*k, C, H, W) in [0,1], prompt-major (k consecutive images per prompt)."""
+    if images.shape[0] != len(prompts) * num_per_prompt:
+        raise ValueError(f"{images.shape[0]} images for {len(prompts)} prompts x {num_per_prompt}")
+    u8 = to_uint8(images).cpu()
+    if u8.shape[1] == 1:
+        u8 = u8.expand(-1, 3, -1, -1)
+    h, w = u8.shape[2] * scale, u8.shape[3] * scale
+    font = ImageFont.load_default()
+    line_h = 11
+    row_h = max(h, line_h * 3) + pad
+    canvas = Image.new("RGB", (label_width + num_per_prompt * (w + pad) + pad, len(prompts) * row_h + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, prompt in enumerate(prompts):
+        y = pad + i * row_h
+        lines = textwrap.wrap(prompt, width=max(8, label_width // 6))[: max(1, row_h // line_h)]
+        for j, line in enumerate(lines):
+            draw.text((pad, y + j * line_h), line, fill="black", font=font)
+        for j in range(num_per_prompt):
+            tile = Image.fromarray(u8[i * num_per_prompt + j].permute(1, 2, 0).numpy()).resize((w, h), Image.NEAREST)
+            canvas.paste(tile, (label_width + pad + j * (w + pad), y))
+    return canvas

@@ -1,0 +1,113 @@
+"""Training entry point: ``python -m t2ilab.train [group=choice ...] [key=value ...]``.
+
+compose config -> print + save it and a manifest -> encoder, datamodule, model, callbacks,
+loggers -> ``trainer.fit`` -> optional sample export. Returns ``cfg.optimized_metric`` for sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from t2ilab.utils.config import CONF_DIR, show_and_save_config
+
+log = logging.getLogger("t2ilab.train")
+
+
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    return [instantiate(v) for v in (node or {}).values() if v is not None and "_target_" in v]
+
+
+def _resume_wandb_id(cfg: DictConfig) -> None:
+    """Resuming from a t2ilab checkpoint continues its W&B run instead of starting a new one."""
+    if not cfg.ckpt_path or "wandb" not in (cfg.logger or {}) or cfg.logger.wandb.get("id"):
+        return
+    from t2ilab.models.checkpoint import read_metadata
+
+    _, meta = read_metadata(cfg.ckpt_path)
+    if meta.get("wandb_id"):
+        with open_dict(cfg):
+            cfg.logger.wandb.id = meta["wandb_id"]
+            cfg.logger.wandb.resume = "allow"
+        log.info("resuming W&B run %s", meta["wandb_id"])
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one training job described by a composed config (see conf/train.yaml)."""
+    from t2ilab.models.generation import generate_images  # noqa: F401  (import errors early)
+    from t2ilab.tracking.manifest import build_manifest, write_manifest
+    from t2ilab.utils.builders import build_datamodule, build_encoder, build_model
+    from t2ilab.utils.io import ensure_writable_dir
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run_dir = ensure_writable_dir(cfg.paths.run_dir, "paths.run_dir")
+    _resume_wandb_id(cfg)
+    show_and_save_config(cfg, run_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    manifest = build_manifest(config, cfg.seed)
+    write_manifest(run_dir, manifest)
+
+    L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    encoder = build_encoder(cfg.encoder)
+    datamodule = build_datamodule(cfg.data, encoder)
+    model = build_model(cfg.model, encoder.dim)
+    model.run_config = config
+
+    loggers = _instantiate_group(cfg.logger)
+    for lg in loggers:
+        lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_group(cfg.callbacks), logger=loggers or False)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if cfg.sample_after and trainer.is_global_zero:
+            from t2ilab.sample import write_samples
+
+            prompts = _final_prompts(cfg, datamodule)
+            write_samples(model, datamodule.encode(prompts), prompts, Path(run_dir) / "samples" / "final",
+                          num_per_prompt=4, seed=0)
+    finally:
+        _finish_wandb(loggers)
+    value = trainer.callback_metrics.get(cfg.optimized_metric)
+    return float(value) if value is not None else None
+
+
+def _final_prompts(cfg: DictConfig, datamodule: Any) -> list[str]:
+    grid = (cfg.callbacks or {}).get("sample_grid") or {}
+    if grid.get("prompts"):
+        return list(grid.prompts)
+    ds, seen = datamodule.dataset("val"), {}
+    for i in range(len(ds)):
+        seen.setdefault(ds.caption(i), None)
+        if len(seen) == 8:
+            break
+    return list(seen)
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    """Always close the W&B run (also on errors), so the offline run is complete and syncable."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
