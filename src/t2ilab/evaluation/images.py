@@ -1,0 +1,133 @@
+"""Image plumbing shared by evaluation and the sample writer: float -> uint8 exactly as PNGs are
+saved, PNG folder export (+ prompts.jsonl) and reading an image folder back like torch-fidelity.
+
+Quantisation convention (``to_uint8``) is torchvision's ``save_image``:
+``x.mul(255).add_(0.5).clamp_(0, 255).to(uint8)`` = round-half-up of ``255 * x``. Note that
+``torchvision.transforms.functional.to_pil_image`` on a FLOAT tensor truncates (``mul(255).byte()``),
+i.e. it is 0.5/255 darker on average: always quantise with ``to_uint8`` first and save the uint8
+tensor, so saved PNGs and in-memory evaluation see identical pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0,1] (any shape, any device) -> uint8, same rounding as ``save_image``.
+
+    Args:
+        images: float tensor in [0, 1]; values outside are clamped, NaN becomes 0.
+    """
+    if images.dtype == torch.uint8:
+        return images
+    x = torch.nan_to_num(images.detach().float(), nan=0.0)
+    return x.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) -> (N,3,H,W) by repeating the channel (what PIL's ``convert("RGB")`` does); RGB unchanged.
+
+    Args:
+        images: tensor (N, C, H, W) with C in {1, 3}.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images (N,C,H,W) with C in {{1,3}}, got {tuple(images.shape)}")
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write one uint8 (C,H,W) image (C=1 -> grayscale PNG, C=3 -> RGB PNG).
+
+    Args:
+        image: uint8 tensor (C, H, W), C in {1, 3}.
+        path: destination file.
+    """
+    arr = image.detach().cpu().numpy()
+    arr = arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
+    Image.fromarray(arr).save(path)
+
+
+class SampleWriter:
+    """Writes generated samples as ``<dir>/<index:06d>.png`` plus one ``prompts.jsonl`` line each.
+
+    The folder is directly usable by external tools (``fidelity --input1 DIR``, clean-fid's
+    ``compute_fid(DIR, ...)``). Every rank may write its own images; only one writer should call
+    ``write_index`` (the jsonl) — the engine does it on rank 0 for all samples.
+
+    Args:
+        directory: output folder (created).
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def filename(index: int) -> str:
+        """File name of global sample ``index``."""
+        return f"{index:06d}.png"
+
+    def write_images(self, images: torch.Tensor, indices: Sequence[int]) -> None:
+        """Save uint8 images (N,C,H,W) under their global indices.
+
+        Args:
+            images: uint8 tensor (N, C, H, W).
+            indices: global sample index of each image.
+        """
+        for img, i in zip(images.cpu(), indices):
+            save_png(img, self.dir / self.filename(int(i)))
+
+    def write_index(self, prompts: Sequence[str], seeds: Sequence[int], labels: Sequence[int | None]) -> Path:
+        """Write prompts.jsonl (file, prompt, seed, index, label when known); returns its path.
+
+        Args:
+            prompts: prompt of every sample, by global index.
+            seeds: generator seed of every sample's batch, by global index.
+            labels: label of every sample's prompt (None where unknown).
+        """
+        path = self.dir / "prompts.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            for i, (p, s, y) in enumerate(zip(prompts, seeds, labels)):
+                row = {"file": self.filename(i), "prompt": p, "seed": int(s), "index": i}
+                if y is not None:
+                    row["label"] = int(y)
+                f.write(json.dumps(row) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def list_images(directory: str | os.PathLike) -> list[str]:
+    """Sorted image files of a folder (non-recursive), in the order torch-fidelity reads them.
+
+    Args:
+        directory: folder with .png/.jpg/.jpeg files.
+    """
+    d = Path(directory)
+    files = [os.path.realpath(p) for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_EXTENSIONS)} images in {d}")
+    return sorted(files)
+
+
+def load_image_folder(directory: str | os.PathLike) -> torch.Tensor:
+    """All images of a folder as uint8 (N,3,H,W), converted to RGB like torch-fidelity does.
+
+    Args:
+        directory: folder of equally sized images.
+    """
+    arrs = [np.asarray(Image.open(p).convert("RGB")) for p in list_images(directory)]
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()

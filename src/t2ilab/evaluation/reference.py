@@ -1,0 +1,188 @@
+"""Real-data reference statistics, computed once and cached on disk.
+
+``<cache_dir>/reference_stats/<key>.pt`` holds mu (float32), sigma (float64), the real 2048-d
+features (float32, needed by KID and precision/recall) and k-NN radii per k; ``<key>.json`` is a
+human-readable description. The key hashes: dataset identity (datamodule class + its defining
+scalar settings + a hash of the split's captions), split, resolution, channels, number of real
+images, the extractor fingerprint (weights sha256, torch-fidelity version, preprocessing) and the
+file format. Writes go to a temp file + ``os.replace``, so concurrent runs never see partial files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from t2ilab.evaluation.fidelity import fid_statistics, inception_score, knn_radii
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+# datamodule attributes that change how data is served, not which data it is
+_NOT_IDENTITY = {"batch_size", "num_workers", "pin_memory", "prepare_data_per_node",
+                 "allow_zero_length_dataloader_with_multiple_devices"}
+_SCALARS = (str, int, float, bool, type(None), Path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def dataset_identity(datamodule: Any, split: str) -> dict[str, Any]:
+    """What defines the real images of ``split``: class, public scalar settings, captions hash.
+
+    Args:
+        datamodule: a CaptionedDataModule (any object with ``dataset(split)``).
+        split: "train" / "val" / "test".
+    """
+    settings = {}
+    for k, v in sorted(vars(datamodule).items()):
+        ok = isinstance(v, _SCALARS) or (isinstance(v, (list, tuple)) and all(isinstance(x, _SCALARS) for x in v))
+        if not k.startswith("_") and k not in _NOT_IDENTITY and ok:
+            settings[k] = _plain(v)
+    ds = datamodule.dataset(split)
+    captions = hashlib.sha256("\n".join(ds.captions()).encode()).hexdigest()[:16]
+    return {"datamodule": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+            "settings": settings, "split": split, "size": len(ds), "captions_sha": captions}
+
+
+def _key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then os.replace.
+
+    Args:
+        obj: what to save.
+        path: destination.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def reference_indices(n_split: int, num_reference: int | None) -> np.ndarray:
+    """Which split items form the reference set: all of them, or the first ``num_reference`` of a
+    fixed permutation (seed 0, so the set depends only on the split and the count).
+
+    Args:
+        n_split: size of the split.
+        num_reference: number of real images (None or >= n_split = all).
+    """
+    if num_reference is None or num_reference >= n_split:
+        return np.arange(n_split)
+    return np.sort(np.random.default_rng(0).permutation(n_split)[:num_reference])
+
+
+class ReferenceStats:
+    """Cached real-data statistics for one (dataset, split, N, extractor) combination.
+
+    Args:
+        cache_dir: root cache folder (``reference_stats/`` is created under it).
+        identity: ``dataset_identity(...)`` of the real split.
+        image_size: resolution of the real images.
+        channels: channels of the real images.
+        num_reference: number of real images used (None = the whole split).
+        extractor: an InceptionExtractor (its fingerprint is part of the key).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, identity: dict[str, Any], image_size: int, channels: int,
+                 num_reference: int | None, extractor: Any):
+        self.extractor = extractor
+        n = len(reference_indices(identity["size"], num_reference))
+        self.description = {"format": FORMAT_VERSION, "dataset": identity, "image_size": int(image_size),
+                            "channels": int(channels), "num_reference": n,
+                            "extractor": extractor.fingerprint, "extractor_identity": extractor.identity}
+        self.key = _key(self.description)
+        self.path = Path(cache_dir).expanduser() / "reference_stats" / f"{self.key}.pt"
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def cached(self) -> bool:
+        """Whether the statistics are already on disk."""
+        return self.path.is_file()
+
+    def load_or_compute(self, load_images: Callable[[np.ndarray], torch.Tensor], n_split: int,
+                        num_reference: int | None, batch_size: int) -> dict[str, Any]:
+        """The cached statistics; on a miss, reads the real images ONCE and writes the cache.
+
+        Args:
+            load_images: indices -> uint8 images (n, C, H, W) of the split.
+            n_split: size of the split.
+            num_reference: number of real images (None = all).
+            batch_size: images read + featurised per step.
+        """
+        if self._data is None and self.cached:
+            try:
+                self._data = torch.load(self.path, map_location="cpu", weights_only=True)
+                log.info("reference statistics: cache hit %s (%d real images)", self.path, self._data["n"])
+            except Exception as e:  # noqa: BLE001 - corrupt/truncated file from an old crash: recompute
+                log.warning("reference statistics %s unreadable (%s): recomputing", self.path, e)
+        if self._data is None:
+            self._data = self._compute(load_images, reference_indices(n_split, num_reference), batch_size)
+        return self._data
+
+    def _compute(self, load_images: Callable[[np.ndarray], torch.Tensor], idx: np.ndarray,
+                 batch_size: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        parts: dict[str, list[torch.Tensor]] = {"2048": [], "logits_unbiased": []}
+        for start in range(0, len(idx), batch_size):
+            feats = self.extractor(load_images(idx[start:start + batch_size]))
+            for k in parts:
+                parts[k].append(feats[k])
+        features = torch.cat(parts["2048"])
+        stats = fid_statistics(features)
+        data = {"n": len(idx), "key": self.key, "features": features.contiguous(),
+                "mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"]),
+                "isc_real": inception_score(torch.cat(parts["logits_unbiased"]))["isc_mean"], "radii": {}}
+        atomic_torch_save(data, self.path)
+        desc = dict(self.description, created=time.strftime("%Y-%m-%d %H:%M:%S"))
+        self.path.with_suffix(".json").write_text(json.dumps(desc, indent=1, default=str))
+        log.info("reference statistics: %d real images featurised in %.1fs -> %s", len(idx),
+                 time.perf_counter() - t0, self.path)
+        return data
+
+    def fid_stats(self) -> dict[str, np.ndarray]:
+        """mu/sigma as numpy (the dtypes torch-fidelity produces)."""
+        assert self._data is not None, "call load_or_compute first"
+        return {"mu": self._data["mu"].numpy(), "sigma": self._data["sigma"].numpy()}
+
+    def features(self) -> torch.Tensor:
+        """Real (N, 2048) float32 features."""
+        assert self._data is not None, "call load_or_compute first"
+        return self._data["features"]
+
+    def radii(self, k: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        """k-NN radii of the real features, computed once per k and added to the cache file.
+
+        Args:
+            k: neighbourhood size.
+            device: where to compute (the evaluation device).
+        """
+        assert self._data is not None, "call load_or_compute first"
+        radii = self._data.setdefault("radii", {})
+        if int(k) not in radii:
+            radii[int(k)] = knn_radii(self.features().to(device), int(k)).cpu()
+            atomic_torch_save(self._data, self.path)
+        return radii[int(k)]

@@ -1,0 +1,118 @@
+"""Where evaluation results go: metrics.json, Lightning loggers (history), W&B summary and a W&B
+table of sample images with their prompts and per-image CLIP scores. Every sink is optional."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+PREFIX = "eval/"
+
+
+def scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numeric, finite top-level metrics of a result (no meta / skipped).
+
+    Args:
+        result: ``Evaluator.compute`` output.
+    """
+    return {k: float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def write_metrics_json(result: dict[str, Any], directory: str | os.PathLike, step: int | None = None) -> Path:
+    """Write ``metrics.json`` (atomic) into ``directory``; returns its path.
+
+    Args:
+        result: ``Evaluator.compute`` output (metrics + "skipped" + "meta").
+        directory: the run dir.
+        step: training step the evaluation belongs to (recorded when given).
+    """
+    path = Path(directory) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(result) if step is None else {**result, "step": int(step)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One human-readable line with every metric and the skipped ones.
+
+    Args:
+        result: ``Evaluator.compute`` output.
+    """
+    parts = [f"{k}={v:.4g}" for k, v in scalar_metrics(result).items()]
+    parts += [f"{k}=SKIPPED" for k in result.get("skipped", {})]
+    return " ".join(parts)
+
+
+def _wandb_runs(loggers: Iterable[Any]) -> list[Any]:
+    """The wandb runs behind Lightning WandbLoggers, or the global ``wandb.run``."""
+    runs = []
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            runs.append(lg.experiment)
+    if not runs:
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                runs.append(wandb.run)
+        except ImportError:  # pragma: no cover - wandb is a dependency
+            pass
+    return runs
+
+
+def sample_table(thumbnails: dict[str, Any], prompts: list[str], labels: list[int | None],
+                 class_names: list[str] | None = None) -> Any:
+    """wandb.Table(image, prompt, clip_score, label) of the kept thumbnails.
+
+    Args:
+        thumbnails: ``Evaluator.thumbnails`` (uint8 images, global indices, clip scores or None).
+        prompts: prompt per global sample index.
+        labels: label per global sample index (None if unknown).
+        class_names: names of the labels, if any.
+    """
+    import wandb
+
+    table = wandb.Table(columns=["index", "image", "prompt", "clip_score", "label"])
+    clip = thumbnails.get("clip")
+    for j, (img, i) in enumerate(zip(thumbnails["image"], thumbnails["index"].tolist())):
+        arr = img.permute(1, 2, 0).numpy()
+        arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+        y = labels[i]
+        name = class_names[y] if (class_names and y is not None and 0 <= y < len(class_names)) else y
+        table.add_data(i, wandb.Image(arr, caption=prompts[i]), prompts[i],
+                       None if clip is None else float(clip[j]), name)
+    return table
+
+
+def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None = None,
+           table: Any = None) -> None:
+    """Log metrics to every logger (history), to the W&B run summary, and the sample table.
+
+    Args:
+        result: ``Evaluator.compute`` output.
+        loggers: Lightning loggers (``trainer.loggers``); may be empty.
+        step: x-axis value (training step); None for standalone evaluation.
+        table: optional wandb.Table of samples.
+    """
+    loggers = list(loggers)
+    metrics = {PREFIX + k: v for k, v in scalar_metrics(result).items()}
+    for lg in loggers:
+        lg.log_metrics(metrics, step=step)
+    for run in _wandb_runs(loggers):
+        run.summary.update(metrics)
+        if result.get("skipped"):
+            run.summary.update({PREFIX + "skipped": dict(result["skipped"])})
+        if table is not None:
+            # same x-axis convention as Lightning's WandbLogger (no explicit wandb step)
+            run.log({PREFIX + "samples": table, **({} if step is None else {"trainer/global_step": step})})
+    log.info("evaluation%s: %s", "" if step is None else f" @ step {step}", summary_line(result))
