@@ -1,0 +1,108 @@
+"""The config tree: every group choice composes, resolves and names importable targets; every
+experiment preset builds its model and datamodule; bad choices/keys fail with helpful errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from t2ilab.utils.builders import build_datamodule, build_model
+from t2ilab.utils.config import CONF_DIR
+
+GROUPS = ("data", "encoder", "model", "trainer", "logger", "callbacks", "metrics", "paths", "experiment", "debug")
+
+
+def choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose_train(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)  # lets ${hydra:runtime.output_dir} resolve as in a real run
+    return cfg
+
+
+def targets(node) -> list[str]:
+    """Every _target_ in a config subtree."""
+    if isinstance(node, dict):
+        found = [node["_target_"]] if "_target_" in node else []
+        return found + [t for v in node.values() for t in targets(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in targets(v)]
+    return []
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+CASES = [(g, c) for g in GROUPS for c in choices(g)]
+
+
+@pytest.mark.parametrize(("group", "choice"), CASES, ids=[f"{g}={c}" for g, c in CASES])
+def test_every_group_choice_composes_resolves_and_targets_import(tmp_path, group, choice):
+    cfg = compose_train(tmp_path, [f"{group}={choice}"])
+    resolved = {k: _plain(cfg[k]) for k in cfg if k != "hydra"}
+    if group not in ("experiment", "debug"):
+        assert cfg.hydra.runtime.choices[group] == choice
+    assert resolved["paths"]["run_dir"] == str(tmp_path)
+    for target in targets(resolved):
+        assert callable(get_object(target)), target
+
+
+@pytest.mark.parametrize("preset", choices("experiment"))
+def test_experiment_presets_build_their_model_and_datamodule(tmp_path, preset):
+    """A preset must instantiate (no typo'd keys, sizes that fit the data) without training."""
+    cfg = compose_train(tmp_path, [f"experiment={preset}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    encoder = instantiate(cfg.encoder)
+    dm = build_datamodule(cfg.data, encoder)
+    model = build_model(cfg.model, cfg.encoder.dim)
+    assert model.image_shape == (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    assert dm is not None and sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("model", choices("model"))
+@pytest.mark.parametrize("data", ["shapes", "fashion_mnist"])
+def test_each_model_fits_each_resolution(tmp_path, model, data):
+    """Every family builds for RGB 32 px and grayscale 28 px images."""
+    over = [f"model={model}", f"data={data}"] + (["data.image_size=28"] if data == "fashion_mnist" else [])
+    cfg = compose_train(tmp_path, over)
+    m = build_model(cfg.model, 16)
+    assert m.image_shape == ((1, 28, 28) if data == "fashion_mnist" else (3, 32, 32))
+
+
+def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "t2ilab.train", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_unknown_group_choice_lists_the_valid_choices(tmp_path):
+    r = run_cli("model=difusion", f"hydra.run.dir={tmp_path}")
+    assert r.returncode != 0
+    assert "Could not find 'model/difusion'" in r.stderr
+    for valid in choices("model"):
+        assert valid in r.stderr, r.stderr
+
+
+def test_unknown_key_is_rejected_with_the_append_hint(tmp_path):
+    r = run_cli("model.lerning_rate=1e-3", f"hydra.run.dir={tmp_path}")
+    assert r.returncode != 0
+    assert "lerning_rate" in r.stderr and "+model.lerning_rate" in r.stderr, r.stderr
+
+
+def test_bad_option_value_names_the_valid_values(tmp_path):
+    cfg = compose_train(tmp_path, ["model=diffusion", "model.schedule=cosin"])
+    with pytest.raises(Exception, match=r"cosin.*cosine"):
+        build_model(cfg.model, 16)
