@@ -13,7 +13,8 @@ A family implements:
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -24,6 +25,11 @@ from t2ilab.models.ema import EMA
 log = logging.getLogger(__name__)
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1,1] (any dtype) -> float32 in [0,1], clamped."""
+    return x.float().add(1.0).div(2.0).clamp(0.0, 1.0)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,6 +76,7 @@ class TextConditionedModule(L.LightningModule):
         self.register_buffer("cond_mean", torch.zeros(self.cond_dim))
         self.register_buffer("cond_mean_set", torch.tensor(False))
         self.ema: EMA | None = None
+        self._ema_step = -1  # global step of the last EMA update (one update per step)
         self.run_config: dict | None = None  # the composed run config; saved in every checkpoint
 
     # -- conditioning -------------------------------------------------------------------------
@@ -125,9 +132,25 @@ class TextConditionedModule(L.LightningModule):
         """The network ``generate`` uses: the EMA copy when EMA is enabled."""
         return self.ema.module if self.ema is not None else self._ema_source
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None and batch_idx % int(self.ema_cfg["every_n_steps"]) == 0:
+    def update_ema(self) -> None:
+        """Fold the current weights into the EMA (every ``ema.every_n_steps`` optimiser steps).
+
+        Runs right after the optimiser step (``optimizer_step`` below), i.e. before any
+        checkpoint callback of the same batch: a checkpoint never lags its EMA by one update.
+        Manual-optimisation families call it after their generator step."""
+        if self.ema is None or self._ema_step == self.global_step:
+            return
+        self._ema_step = self.global_step
+        if self.global_step % int(self.ema_cfg["every_n_steps"]) == 0:
             self.ema.update_parameters(self._ema_source)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self.automatic_optimization:  # safety net for families that forgot update_ema()
+            self.update_ema()
 
     # -- generate -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -136,14 +159,20 @@ class TextConditionedModule(L.LightningModule):
         bad = set(sampling) - set(self.sampling_keys)
         if bad:
             raise TypeError(f"{self.family}.generate got unknown options {sorted(bad)}; valid: {list(self.sampling_keys)}")
+        with self.sampling_mode() as net:
+            x = self._generate(net, self.prepare_cond(cond), generator, **{**self.sampling_defaults, **sampling})
+        return to_unit_range(x)
+
+    @contextmanager
+    def sampling_mode(self) -> Iterator[nn.Module]:
+        """The sampling (EMA) net in eval mode for the ``with`` block; its mode is restored after."""
         net = self.sampling_net
         was_training = net.training
         net.eval()
         try:
-            x = self._generate(net, self.prepare_cond(cond), generator, **{**self.sampling_defaults, **sampling})
+            yield net
         finally:
             net.train(was_training)
-        return x.float().add(1.0).div(2.0).clamp(0.0, 1.0)
 
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, **sampling: Any) -> torch.Tensor:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -42,10 +43,9 @@ def config_tree(cfg: DictConfig, order: Sequence[str] = TREE_ORDER, resolve: boo
         value = cfg[key]
         text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
         branch.add(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
-    console = Console(record=True, width=110, force_terminal=False, color_system=None)
-    with console.capture():
-        console.print(tree)
-    return console.export_text()
+    buf = io.StringIO()
+    Console(file=buf, width=110, force_terminal=False, color_system=None).print(tree)
+    return buf.getvalue()
 
 
 def show_and_save_config(cfg: DictConfig, run_dir: str | Path | None) -> None:

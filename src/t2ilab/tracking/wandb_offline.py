@@ -1,0 +1,97 @@
+"""Read back what an offline W&B run logged (``<run_dir>/wandb/offline-run-*/run-<id>.wandb``).
+
+wandb >= 0.19 writes offline runs only as its binary transaction log (no ``wandb-summary.json``)
+and no longer ships a Python reader, so this parses the documented container format directly:
+a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then LevelDB-log style 32 KiB blocks of
+chunks ``crc32(4) | length(2, LE) | type(1) | payload`` (type 1 full, 2 first, 3 middle, 4 last),
+each record a ``wandb_internal_pb2.Record`` protobuf. Used by tests and handy for quick checks
+without ``wandb sync`` (``python -m t2ilab.tracking.wandb_offline RUN_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+BLOCK = 32 * 1024
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def find_run_file(path: str | Path) -> Path:
+    """The ``.wandb`` file of an offline run: accepts the file, its run folder, or a t2ilab run dir
+    holding exactly one offline run."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    files = sorted(p.glob("run-*.wandb")) or sorted(p.glob("wandb/offline-run-*/run-*.wandb"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one offline W&B run under {p}, found {[str(f) for f in files]}")
+    return files[0]
+
+
+def _payloads(data: bytes) -> Iterator[bytes]:
+    if data[:4] != b":W&B":
+        raise ValueError("not a W&B transaction log (bad header)")
+    pos, parts = HEADER, []
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        length, kind = struct.unpack_from("<HB", data, pos + 4)
+        if length == 0 and kind == 0:  # zero padding at the end of a block / file
+            pos += left
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == FULL:
+            yield chunk
+        elif kind == FIRST:
+            parts = [chunk]
+        elif kind == MIDDLE:
+            parts.append(chunk)
+        elif kind == LAST:
+            parts.append(chunk)
+            yield b"".join(parts)
+            parts = []
+
+
+def _key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def read_offline_run(path: str | Path) -> dict[str, Any]:
+    """``{"id", "config", "summary", "history"}`` of an offline run (values JSON-decoded).
+
+    ``summary`` merges the explicit summary updates over the last value of every history key
+    (what the W&B UI shows); ``history`` is the list of logged rows."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    run_id, config, summary, history = None, {}, {}, []
+    for payload in _payloads(find_run_file(path).read_bytes()):
+        rec = pb.Record()
+        rec.ParseFromString(payload)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            run_id = rec.run.run_id
+            config.update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
+        elif kind == "config":
+            config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
+        elif kind == "history":
+            row = {_key(i): json.loads(i.value_json) for i in rec.history.item}
+            history.append(row)
+            summary.update({k: v for k, v in row.items() if not k.startswith("_")})
+        elif kind == "summary":
+            summary.update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
+    config = {k: v["value"] if isinstance(v, dict) and set(v) >= {"value"} else v for k, v in config.items()}
+    return {"id": run_id, "config": config, "summary": summary, "history": history}
+
+
+if __name__ == "__main__":
+    run = read_offline_run(sys.argv[1] if len(sys.argv) > 1 else ".")
+    print(json.dumps({"id": run["id"], "summary": run["summary"], "rows": len(run["history"])}, indent=1,
+                     default=str))

@@ -1,0 +1,154 @@
+"""End to end through the real entry points: ``python -m t2ilab.train`` (W&B offline) -> run dir,
+manifest, checkpoint, logged values read back from the offline W&B run -> resume (same W&B run,
+EMA kept) -> ``python -m t2ilab.sample``; bad input errors; run-dir uniqueness."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from t2ilab.utils.config import CONF_DIR
+
+TINY = ["model.net.base_channels=16", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
+        "model.sampling.num_steps=3", "data.num_train=256", "data.num_val=64", "seed=3"]
+
+
+def run(module: str, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    r = subprocess.run([sys.executable, "-m", f"t2ilab.{module}", *args], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"t2ilab.{module} failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    return r
+
+
+def wandb_run(run_dir: Path) -> Path:
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    run_dir = root / "run"
+    run("train", "debug=fast", *TINY, f"hydra.run.dir={run_dir}", f"paths.cache_dir={root / 'cache'}",
+        "tags=[e2e]")
+    return run_dir
+
+
+def test_train_writes_config_manifest_checkpoints_and_grid(trained):
+    assert "model" in (trained / "config_tree.txt").read_text()
+    resolved = yaml.safe_load((trained / "config_resolved.yaml").read_text())
+    assert resolved["model"]["net"]["base_channels"] == 16 and resolved["paths"]["run_dir"] == str(trained)
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and "model.net.base_channels=16" in manifest["overrides"]
+    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or manifest["versions"]["torch"]
+    assert set(manifest["git"]) >= {"sha", "dirty"}
+    assert {p.name for p in (trained / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "step=0000004.ckpt"}
+    grid = Image.open(trained / "samples" / "grid_step0000004.png")
+    assert grid.width > 32 * 2 and grid.height > 32 * 2  # 2 prompts x 2 images + caption strip
+
+
+def test_wandb_offline_run_has_the_logged_values_and_config(trained):
+    from t2ilab.tracking.wandb_offline import read_offline_run
+
+    logged = read_offline_run(wandb_run(trained))
+    summary, config = logged["summary"], logged["config"]
+    assert logged["id"] == wandb_run(trained).name.rsplit("-", 1)[-1]
+    for key in ("train/loss", "val/loss", "trainer/global_step"):
+        assert key in summary, sorted(summary)
+    assert summary["trainer/global_step"] >= 3 and 0 < summary["train/loss"] < 10
+    assert summary["samples/grid/_type"].startswith("images")  # the captioned grid, logged as an image
+    assert len([row for row in logged["history"] if "train/loss" in row]) >= 3
+    assert config["model"]["net"]["base_channels"] == 16
+    assert config["manifest"]["seed"] == 3 and config["manifest"]["git"]["sha"]
+
+
+def test_resume_continues_the_same_wandb_run_and_keeps_ema(trained, tmp_path):
+    from t2ilab.models.checkpoint import read_metadata
+
+    last = trained / "checkpoints" / "last.ckpt"
+    ckpt, meta = read_metadata(last)
+    first_id = wandb_run(trained).name.rsplit("-", 1)[-1]
+    assert meta["wandb_id"] == first_id
+    resumed = tmp_path / "resumed"
+    run("train", "debug=fast", *TINY, "trainer.max_steps=6", f"ckpt_path={last}", f"hydra.run.dir={resumed}",
+        f"paths.cache_dir={trained.parent / 'cache'}")
+    assert wandb_run(resumed).name.endswith(first_id)  # same W&B run id, not a new run
+    new, _ = read_metadata(resumed / "checkpoints" / "last.ckpt")
+    assert new["global_step"] == 6
+    # EMA continued from the saved average (counter kept), not restarted from the raw weights
+    assert int(new["state_dict"]["ema.n_averaged"]) == int(ckpt["state_dict"]["ema.n_averaged"]) + 2
+
+
+def test_sample_writes_pngs_prompts_and_grid_reproducibly(trained, tmp_path):
+    out = tmp_path / "samples"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\na blue square\n")
+    run("sample", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"prompts_file={prompts}",
+        f"out_dir={out}", "num_per_prompt=2", "seed=5", "sampling={num_steps: 2, guidance_scale: 2.0}")
+    rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["a red circle"] * 2 + ["a blue square"] * 2
+    assert [r["seed"] for r in rows] == [5, 6, 7, 8]
+    assert all(r["num_steps"] == 2 and r["guidance_scale"] == 2.0 for r in rows)
+    for r in rows:
+        assert Image.open(out / r["file"]).size == (32, 32)
+    assert (out / "grid.png").is_file()
+    # the same call in-process with a different batch size gives the same pixels
+    from t2ilab.sample import sample
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("sample", overrides=[f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+                                           "prompts=[a red circle,a blue square]", f"out_dir={tmp_path / 'again'}",
+                                           "num_per_prompt=2", "seed=5", "batch_size=3", "device=cpu",
+                                           "sampling={num_steps: 2, guidance_scale: 2.0}"])
+    again = sample(cfg)
+    for r in rows:
+        assert (Image.open(again / r["file"]).tobytes() == Image.open(out / r["file"]).tobytes()), r["file"]
+
+
+def sample_cfg(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("sample", overrides=list(overrides))
+
+
+def test_sample_rejects_missing_or_empty_prompts(trained, tmp_path):
+    from t2ilab.sample import sample
+
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ValueError, match="no prompts given"):
+        sample(sample_cfg(ckpt, f"out_dir={tmp_path}"))
+    with pytest.raises(ValueError, match=r"positions \[1\] are empty"):
+        sample(sample_cfg(ckpt, f"out_dir={tmp_path}", "prompts=['a red circle','  ']"))
+
+
+def test_unwritable_out_dir_fails_before_any_work(tmp_path):
+    from t2ilab.sample import sample
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a directory cannot be created under a file (holds for root too)
+    with pytest.raises(PermissionError, match=r"out_dir=.*a_file/sub is not a writable directory.*out_dir="):
+        sample(sample_cfg("ckpt_path=/does/not/exist.ckpt", f"out_dir={blocker / 'sub'}", "prompts=[x]"))
+
+
+def test_two_launches_in_the_same_second_get_different_run_dirs(tmp_path):
+    """Hydra creates the run dir before the job fails on the missing checkpoint: enough to see it."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "t2ilab.sample", "ckpt_path=/does/not/exist.ckpt", "prompts=[x]",
+           f"paths.output_dir={tmp_path}"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert all("does not exist" in e for e in errs), errs
+    dirs = sorted(p for p in (tmp_path / "runs").glob("*/*") if p.is_dir())
+    assert len(dirs) == 2 and dirs[0].name != dirs[1].name, dirs
