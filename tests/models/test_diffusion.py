@@ -137,3 +137,11 @@ def test_nan_loss_stops_training_before_the_update_and_names_the_last_checkpoint
     good = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=False)
     assert good["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+
+
+def test_bf16_mixed_precision_trains_and_generates_float32(model, tmp_path):
+    """trainer.precision=bf16-mixed (the gpu preset) runs the same module; losses stay finite."""
+    fit(model, tmp_path, 2, enable_checkpointing=False, precision="bf16-mixed")
+    assert all(torch.isfinite(p).all() for p in model.net.parameters())
+    out = model.generate(torch.randn(2, D), generator=gens(2))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
