@@ -4,6 +4,10 @@ generators (anything with ``generate(cond, *, generator=None, **kw) -> [0,1] ima
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import glob
+import os
 from pathlib import Path
 
 import pytest
@@ -130,3 +134,42 @@ def metrics_cfg(**overrides) -> dict:
 def metrics_cfg_fixture():
     """The ``metrics_cfg(**overrides)`` builder above."""
     return metrics_cfg
+
+
+@contextlib.contextmanager
+def numpy_blas_threads(n: int = 1):
+    """Limit numpy's bundled OpenBLAS to ``n`` threads inside (no-op if the symbol is not found).
+
+    Why: with torch's OpenMP pool alive in the same process, OpenBLAS with 2 threads on a 2-core
+    machine takes ~24 s for torch-fidelity's 2048x2048 ``eigvals`` instead of ~2 s with 1 thread.
+    """
+    import numpy as np
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "libscipy_openblas*"))
+    setter = getter = None
+    if libs:
+        lib = ctypes.CDLL(libs[0])
+        setter = getattr(lib, "scipy_openblas_set_num_threads64_", None)
+        getter = getattr(lib, "scipy_openblas_get_num_threads64_", None)
+    old = getter() if getter else None
+    if setter:
+        setter(n)
+    try:
+        yield
+    finally:
+        if setter and old:
+            setter(old)
+
+
+@pytest.fixture(scope="session")
+def blas_threads():
+    """The ``numpy_blas_threads(n)`` context manager above."""
+    return numpy_blas_threads
+
+
+@pytest.fixture
+def replay_model():
+    """Factory of RealImageReplay(datamodule, split): a stand-in generator returning real images."""
+    from t2ilab.evaluation.replay import RealImageReplay
+
+    return RealImageReplay

@@ -1,4 +1,5 @@
-"""Evaluation: FID/KID/IS/precision-recall from one Inception pass, CLIP score, prompt accuracy.
+"""Evaluation: FID/KID/IS/precision-recall from one Inception pass, CLIP score, prompt accuracy
+(docs/evaluation.md). Entry points: ``python -m t2ilab.eval`` and ``EvaluationCallback``.
 
 ``to_uint8`` (the PNG quantisation every writer must use) is imported eagerly and cheaply; the
 heavier pieces load on first attribute access.
@@ -19,6 +20,7 @@ _LAZY = {
     "ClipScorer": "t2ilab.evaluation.clip",
     "ReferenceClassifier": "t2ilab.evaluation.classifier",
     "ReferenceStats": "t2ilab.evaluation.reference",
+    "RealImageReplay": "t2ilab.evaluation.replay",
     "report": "t2ilab.evaluation.reporting",
     "write_metrics_json": "t2ilab.evaluation.reporting",
 }

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from t2ilab.evaluation.engine import Evaluator
-from t2ilab.evaluation.reporting import PREFIX, report, sample_table, scalar_metrics, write_metrics_json
+from t2ilab.evaluation.reporting import PREFIX, report, scalar_metrics, write_metrics_json
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,24 @@ class EvaluationCallback(L.Callback):
         cache_dir: cache root for reference statistics / classifiers (``${paths.cache_dir}``).
         every_n_steps: evaluate whenever global_step crosses a multiple of this (None = never).
         every_n_epochs: evaluate at the end of every n-th training epoch (None = never).
-        eval_on_fit_end: also evaluate once when fit ends (unless that step was just evaluated).
+        eval_on_train_end: also evaluate once when training ends (unless that step was just evaluated).
+            Runs in ``on_train_end``, not ``on_fit_end``: by then Lightning has torn the strategy down
+            (module moved to the CPU), so a fit-end evaluation would run on the CPU and break DDP gathers.
         out_dir: where metrics.json (+ samples) of each evaluation go (default: <default_root_dir>/eval).
         datamodule: datamodule providing the evaluation split (default: ``trainer.datamodule``).
+        feature_extractor: replaces the InceptionExtractor (same interface; tests / other backbones).
     """
 
     def __init__(self, metrics: Any = None, cache_dir: str | os.PathLike = "~/.cache/t2ilab",
-                 every_n_steps: int | None = None, every_n_epochs: int | None = None, eval_on_fit_end: bool = False,
-                 out_dir: str | os.PathLike | None = None, datamodule: Any = None):
+                 every_n_steps: int | None = None, every_n_epochs: int | None = None, eval_on_train_end: bool = False,
+                 out_dir: str | os.PathLike | None = None, datamodule: Any = None, feature_extractor: Any = None):
         super().__init__()
-        if not (every_n_steps or every_n_epochs or eval_on_fit_end):
-            log.warning("EvaluationCallback: neither every_n_steps, every_n_epochs nor eval_on_fit_end is set")
+        if not (every_n_steps or every_n_epochs or eval_on_train_end):
+            log.warning("EvaluationCallback: neither every_n_steps, every_n_epochs nor eval_on_train_end is set")
         self.metrics, self.cache_dir = metrics, str(Path(cache_dir).expanduser())
         self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
-        self.eval_on_fit_end, self.out_dir, self.datamodule = eval_on_fit_end, out_dir, datamodule
+        self.eval_on_train_end, self.out_dir, self.datamodule = eval_on_train_end, out_dir, datamodule
+        self.feature_extractor = feature_extractor
         self.evaluator: Evaluator | None = None
         self._last_bucket, self._last_step = 0, -1
         self.last_result: dict[str, Any] | None = None
@@ -52,7 +56,7 @@ class EvaluationCallback(L.Callback):
         dm = self.datamodule or trainer.datamodule
         if dm is None:
             raise ValueError("EvaluationCallback needs a datamodule (trainer.fit(datamodule=...) or datamodule=)")
-        self.evaluator = Evaluator(self.metrics, dm, self.cache_dir)
+        self.evaluator = Evaluator(self.metrics, dm, self.cache_dir, self.feature_extractor)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # rank 0 computes the (cached) reference statistics and trains/caches the classifier first;
@@ -62,6 +66,12 @@ class EvaluationCallback(L.Callback):
         trainer.strategy.barrier("t2ilab_eval_prepare")
         if not trainer.is_global_zero:
             self.evaluator.prepare(pl_module.device, reference=False)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a resumed run continues the schedule instead of evaluating at its first batch (the loops,
+        # hence global_step, are restored after on_fit_start but before on_train_start)
+        if self.every_n_steps:
+            self._last_bucket = trainer.global_step // self.every_n_steps
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -75,8 +85,8 @@ class EvaluationCallback(L.Callback):
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.run(trainer, pl_module)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.eval_on_fit_end and self._last_step != trainer.global_step:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.eval_on_train_end and self._last_step != trainer.global_step:
             self.run(trainer, pl_module)
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -101,7 +111,7 @@ class EvaluationCallback(L.Callback):
             trainer.callback_metrics[PREFIX + k] = torch.tensor(v)
         if trainer.is_global_zero:
             write_metrics_json(result, self._step_dir(trainer, step), step=step)
-            report(result, trainer.loggers, step=step, table=self._table(trainer))
+            report(result, trainer.loggers, step=step, evaluator=self.evaluator)
         self.last_result = result
         return result
 
@@ -111,9 +121,3 @@ class EvaluationCallback(L.Callback):
 
     def _sample_dir(self, trainer: L.Trainer, step: int) -> str | None:
         return str(self._step_dir(trainer, step) / "samples") if self.evaluator.s.save_samples else None
-
-    def _table(self, trainer: L.Trainer) -> Any:
-        if not self.evaluator.thumbnails or not any(type(lg).__name__ == "WandbLogger" for lg in trainer.loggers):
-            return None
-        plan, dm = self.evaluator.plan, self.evaluator.dm
-        return sample_table(self.evaluator.thumbnails, plan.prompts, plan.label_list, getattr(dm, "class_names", None))

@@ -4,7 +4,7 @@ cached on disk (``<cache_dir>/reference_classifiers/<key>.pt``).
 The key hashes the dataset identity, resolution, channels, number of classes, the classifier
 hyper-parameters and the seed. Its held-out accuracy (on the evaluation split) is stored with it:
 prompt accuracy of generated images is only meaningful relative to that ceiling.
-Fashion-MNIST at 32px, defaults (20k images x 2 epochs): ~13 s on 2 CPU cores, ~88% held-out.
+Fashion-MNIST at 32px, defaults (20k images x 2 epochs): ~10 s on 2 CPU cores, 88.4% held-out.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2ilab.evaluation.images import stack_images
 from t2ilab.evaluation.reference import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class ReferenceClassifier:
                     opt.step()
                     sched.step()
         log.info("reference classifier: trained on %d real images x %d epochs in %.1fs (last loss %.3f)",
-                 len(x), hp["epochs"], time.perf_counter() - t0, float(loss))
+                 len(x), hp["epochs"], time.perf_counter() - t0, float(loss.detach()))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -149,6 +150,6 @@ class ReferenceClassifier:
 
 def _stack(ds: Any, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images, labels) of dataset items ``idx``."""
-    x = torch.stack([ds.load_image(int(i)) for i in idx])
+    x = stack_images(ds, idx)
     y = torch.tensor([ds.label(int(i)) for i in idx], dtype=torch.long)
     return x, y

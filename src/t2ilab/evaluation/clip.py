@@ -47,8 +47,8 @@ class ClipScorer:
             raise WeightsUnavailableError(f"CLIP score: {msg}; or set metrics.clip_score=false / "
                                           f"metrics.skip_unavailable=true") from e
         self.name = repr(self.encoder)
-        self._random = bool(kwargs.get("random_init"))
-        if self._random:
+        self.random_init = bool(kwargs.get("random_init"))
+        if self.random_init:
             log.warning("CLIP score uses a RANDOMLY initialised CLIP (%s): its scores are meaningless", self.name)
 
     @property

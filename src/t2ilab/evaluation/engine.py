@@ -10,23 +10,27 @@ is evaluated the same way (no branching on model family):
 2. per chunk, on the model's device: generate -> ``to_uint8`` (the PNG pixels) -> ONE Inception
    pass (2048-d features + logits), CLIP image embeddings, reference-classifier predictions;
 3. gather the per-sample records to rank 0 and compute FID/KID/IS/precision-recall against the
-   cached real statistics, CLIP score and prompt accuracy there, once.
+   cached real statistics, CLIP score and prompt accuracy there, once (``scoring.compute``).
+
+Feature networks and metrics run with TF32 disabled (``full_precision``), so numbers do not depend
+on the GPU generation or on ``torch.set_float32_matmul_precision`` set for training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from t2ilab.encoders.errors import WeightsUnavailableError
-from t2ilab.evaluation import fidelity as fm
-from t2ilab.evaluation.images import SampleWriter, to_uint8
+from t2ilab.evaluation.images import SampleWriter, stack_images, to_uint8
 from t2ilab.evaluation.plan import SamplePlan
 from t2ilab.evaluation.reference import ReferenceStats, dataset_identity
+from t2ilab.evaluation.scoring import STAGES, compute
 from t2ilab.evaluation.settings import INCEPTION_METRICS, MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,34 @@ def model_device(model: Any) -> torch.device:
     params = getattr(model, "parameters", None)
     p = next(iter(params()), None) if callable(params) else None
     return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Disable TF32 matmuls/convolutions inside (restored on exit)."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+class StageTimer:
+    """Wall time per stage (CUDA-synchronised, so GPU work is attributed to its stage)."""
+
+    def __init__(self, device: torch.device):
+        self.seconds, self.cuda = torch.zeros(1, len(STAGES), dtype=torch.float64), device.type == "cuda"
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds[0, STAGES.index(stage)] += time.perf_counter() - t0
 
 
 class Evaluator:
@@ -66,6 +98,7 @@ class Evaluator:
         self._plan: SamplePlan | None = None
         self._ready: set[str] = set() if feature_extractor is None else {"inception"}
         self.thumbnails: dict[str, Any] = {}
+        self.sampling_used: dict[str, Any] = dict(self.s.sampling)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -115,8 +148,8 @@ class Evaluator:
         if reference and self.inception is not None and self.reference is None:
             self.reference = ReferenceStats(self.cache_dir, dataset_identity(self.dm, s.split), self.dm.image_size,
                                             self.dm.channels, s.num_reference, self.inception)
-            self.reference.load_or_compute(lambda idx: torch.stack([ds.load_image(int(i)) for i in idx]),
-                                           len(ds), s.num_reference, s.batch_size)
+            with full_precision():
+                self.reference.load_or_compute(lambda idx: stack_images(ds, idx), s.batch_size)
         return self
 
     def _prepare_classifier(self, ds: Any) -> None:
@@ -153,7 +186,6 @@ class Evaluator:
             writer: when given, the generated PNGs are written there.
         """
         plan, B, dev = self.plan, self.s.batch_size, model_device(model)
-        chunks = plan.chunks_of(rank, world_size)
         slots = plan.slots_per_rank(world_size) * B
         cond_table, rows = self._encode_prompts(plan.prompts)
         text_emb = self.clip.encode_prompts(plan.prompts) if self.clip is not None else None
@@ -164,29 +196,49 @@ class Evaluator:
             rec["clip"] = torch.zeros(slots)
         if self.classifier is not None:
             rec["pred"] = torch.full((slots,), -1, dtype=torch.long)
-        t0, pos, self.thumbnails = time.perf_counter(), 0, {}
-        for c in chunks:
+        self.sampling_used = {**getattr(model, "sampling_defaults", {}), **self.s.sampling}
+        timer, pos, self.thumbnails = StageTimer(dev), 0, {}
+        for c in plan.chunks_of(rank, world_size):
             idx = plan.chunk_indices(c)
-            gen = torch.Generator(device=dev).manual_seed(plan.chunk_seed(c))
-            x = model.generate(cond_table[rows[idx]].to(dev), generator=gen, **self.s.sampling)
             sl = slice(pos, pos + len(idx))
-            rec["nonfinite"][sl] = (~torch.isfinite(x)).flatten(1).float().mean(1).cpu()
-            u8 = to_uint8(x)
+            with timer("generate"):
+                gen = torch.Generator(device=dev).manual_seed(plan.chunk_seed(c))
+                x = model.generate(cond_table[rows[idx]].to(dev), generator=gen, **self.s.sampling)
+                rec["nonfinite"][sl] = (~torch.isfinite(x)).flatten(1).float().mean(1).cpu()
+                u8 = to_uint8(x)
+            self._check_shape(u8)
             rec["index"][sl] = torch.as_tensor(idx)
-            if self.inception is not None:
-                feats = self.inception(u8)
-                rec["features"][sl], rec["logits"][sl] = feats["2048"], feats["logits_unbiased"]
-            if self.clip is not None:
-                rec["clip"][sl] = self.clip.score(u8, text_emb[idx])
-            if self.classifier is not None:
-                rec["pred"][sl] = self.classifier.predict(u8)
+            with full_precision():
+                self._featurise(u8, idx, sl, rec, text_emb, timer)
             if writer is not None:
-                writer.write_images(u8, idx)
+                with timer("write"):
+                    writer.write_images(u8, idx)
             self._keep_thumbnails(u8, idx, rec, sl)
             pos += len(idx)
-        rec["seconds"] = torch.tensor([time.perf_counter() - t0])
-        log.info("rank %d: generated + featurised %d samples in %.1fs", rank, pos, float(rec["seconds"]))
+        rec["seconds"] = timer.seconds
+        log.info("rank %d: generated + featurised %d samples in %.1fs (%s)", rank, pos, float(timer.seconds.sum()),
+                 ", ".join(f"{k} {v:.1f}s" for k, v in zip(STAGES, timer.seconds[0].tolist())))
         return rec
+
+    def _featurise(self, u8: torch.Tensor, idx: np.ndarray, sl: slice, rec: dict, text_emb: Any,
+                   timer: StageTimer) -> None:
+        if self.inception is not None:
+            with timer("inception"):
+                feats = self.inception(u8)
+                rec["features"][sl], rec["logits"][sl] = feats["2048"], feats["logits_unbiased"]
+        if self.clip is not None:
+            with timer("clip"):
+                rec["clip"][sl] = self.clip.score(u8, text_emb[idx])
+        if self.classifier is not None:
+            with timer("classifier"):
+                rec["pred"][sl] = self.classifier.predict(u8)
+
+    def _check_shape(self, u8: torch.Tensor) -> None:
+        # Inception would silently resize anything: refuse to compare different resolutions/channels
+        want = (self.dm.channels, self.dm.image_size, self.dm.image_size)
+        if tuple(u8.shape[1:]) != want:
+            raise ValueError(f"the model generates {tuple(u8.shape[1:])} images but the evaluation data "
+                             f"({type(self.dm).__name__}) has {want}: evaluate on data of the model's resolution")
 
     def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, np.ndarray]:
         unique = sorted(set(prompts))
@@ -203,64 +255,6 @@ class Evaluator:
         if have:
             new = {k: None if v is None else torch.cat([self.thumbnails[k], v]) for k, v in new.items()}
         self.thumbnails = new
-
-    # ------------------------------------------------------------------ metrics (rank 0)
-    def compute(self, rec: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Metrics from the gathered records of all ranks.
-
-        Args:
-            rec: records (concatenated over ranks), padding included.
-        """
-        keep = rec["index"] >= 0
-        order = torch.argsort(rec["index"][keep])
-        got = {k: v[keep][order] for k, v in rec.items() if k not in ("seconds",)}
-        if not torch.equal(got["index"], torch.arange(self.s.num_samples)):
-            raise RuntimeError("gathered samples do not cover 0..N-1 exactly once (rank/shard mismatch)")
-        s, out = self.s, {}
-        if self.inception is not None:
-            out.update(self._fidelity(got["features"], got["logits"]))
-        if self.clip is not None:
-            out["clip_score"] = float(got["clip"].mean())
-            out["clip_score_std"] = float(got["clip"].std()) if len(got["clip"]) > 1 else 0.0
-        if self.classifier is not None:
-            ok = torch.from_numpy(self.plan.label_ok)
-            labels = torch.from_numpy(self.plan.labels)
-            out["prompt_accuracy"] = float((got["pred"][ok] == labels[ok]).float().mean())
-            out["prompt_accuracy_n"] = int(ok.sum())
-            out["classifier_heldout_accuracy"] = self.classifier.heldout_accuracy
-        out["nonfinite_fraction"] = float(got["nonfinite"].mean())
-        if out["nonfinite_fraction"] > 0:
-            log.error("%.2g%% of generated pixels are NaN/inf (mapped to 0)", 100 * out["nonfinite_fraction"])
-        out["skipped"] = {m: r for m, r in self.skipped.items() if getattr(s, m, False)}
-        out["meta"] = self._meta(float(rec["seconds"].max()))
-        return out
-
-    def _fidelity(self, feats: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
-        s, ref, out = self.s, self.reference, {}
-        if s.fid:
-            out["fid"] = fm.fid_from_statistics(fm.fid_statistics(feats), ref.fid_stats())
-        if s.kid:
-            out.update(fm.kid(feats, ref.features(), s.kid_subset_size, s.kid_subsets))
-        if s.isc:
-            out.update(fm.inception_score(logits, min(s.isc_splits, len(logits))))
-            out["isc_real"] = float(ref._data["isc_real"])
-        if s.prc:
-            dev = self.device or torch.device("cpu")
-            out.update(fm.precision_recall(feats.to(dev), ref.features().to(dev), s.prc_k, ref.radii(s.prc_k, dev)))
-        return out
-
-    def _meta(self, seconds: float) -> dict[str, Any]:
-        s, n = self.s, self.s.num_samples
-        meta = {"num_samples": n, "split": s.split, "seed": s.seed, "batch_size": s.batch_size,
-                "sampling": dict(s.sampling), "generate_seconds": seconds, "images_per_second": n / max(seconds, 1e-9)}
-        if self.reference is not None:
-            meta.update(num_reference=self.reference.description["num_reference"], reference_key=self.reference.key,
-                        inception=self.inception.fingerprint, inception_weights=self.inception.path)
-        if self.clip is not None:
-            meta.update(clip_model=self.clip.name, clip_fingerprint=self.clip.fingerprint)
-        if self.classifier is not None:
-            meta["classifier_key"] = self.classifier.key
-        return meta
 
     # ------------------------------------------------------------------ one call
     def evaluate(self, model: Any, rank: int = 0, world_size: int = 1,
@@ -287,6 +281,7 @@ class Evaluator:
             return None
         if writer is not None:
             writer.write_index(self.plan.prompts, self.plan.sample_seeds, self.plan.label_list)
-        result = self.compute(rec)
+        with full_precision():
+            result = compute(self, rec)
         result["meta"]["total_seconds"] = time.perf_counter() - t0
         return result

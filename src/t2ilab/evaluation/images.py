@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,6 +109,16 @@ class SampleWriter:
                 f.write(json.dumps(row) + "\n")
         os.replace(tmp, path)
         return path
+
+
+def stack_images(dataset: Any, indices: Sequence[int]) -> torch.Tensor:
+    """uint8 (n, C, H, W) of ``dataset.load_image(i)`` for ``indices`` (a CaptionedImageDataset).
+
+    Args:
+        dataset: object with ``load_image(i) -> uint8 (C, H, W)``.
+        indices: item indices.
+    """
+    return torch.stack([dataset.load_image(int(i)) for i in indices])
 
 
 def list_images(directory: str | os.PathLike) -> list[str]:

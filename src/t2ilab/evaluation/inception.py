@@ -36,6 +36,8 @@ FEATURES = ("2048", "logits_unbiased")
 EXTRACTOR_NAME = "inception-v3-compat"
 INCEPTION_URL = tf_inception.URL_INCEPTION_V3
 OPTION = "metrics.inception_weights"
+# torch.hub convention: the release file name carries the first hex digits of its sha256
+OFFICIAL_SHA256_PREFIX = os.path.splitext(os.path.basename(INCEPTION_URL))[0].rsplit("-", 1)[-1]
 PREPROCESSING = "uint8;gray->rgb repeat;torch-fidelity tf1 bilinear 299;(x-128)/128"
 
 
@@ -136,6 +138,11 @@ class InceptionExtractor:
                    "preprocessing": PREPROCESSING}
         self.fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         self.identity = payload
+        self.official = payload["weights_sha256"].startswith(OFFICIAL_SHA256_PREFIX)
+        if not self.official:
+            log.warning("InceptionV3 weights %s are NOT torch-fidelity's release file (sha256 %s...): FID/KID/IS/"
+                        "precision-recall are not comparable to published numbers", self.path,
+                        payload["weights_sha256"][:12])
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Real-data reference statistics, computed once and cached on disk.
 
-``<cache_dir>/reference_stats/<key>.pt`` holds mu (float32), sigma (float64), the real 2048-d
-features (float32, needed by KID and precision/recall) and k-NN radii per k; ``<key>.json`` is a
+``<cache_dir>/reference_stats/<key>.pt`` holds the real 2048-d features (float32, needed by KID and
+precision/recall), their Fréchet statistics (mean + covariance factor, float64; see
+fidelity.frechet_stats), the Inception Score of the real images and k-NN radii per k; ``<key>.json`` is a
 human-readable description. The key hashes: dataset identity (datamodule class + its defining
 scalar settings + a hash of the split's captions), split, resolution, channels, number of real
 images, the extractor fingerprint (weights sha256, torch-fidelity version, preprocessing) and the
@@ -22,13 +23,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from t2ilab.evaluation.fidelity import fid_statistics, inception_score, knn_radii
+from t2ilab.evaluation.fidelity import frechet_stats, inception_score, knn_radii
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-# datamodule attributes that change how data is served, not which data it is
-_NOT_IDENTITY = {"batch_size", "num_workers", "pin_memory", "prepare_data_per_node",
+FORMAT_VERSION = 2  # 2: Fréchet covariance factor instead of sigma
+# datamodule attributes that change how data is served, not which data it is (``trainer`` and
+# ``text_encoder`` are None when unset: that must not make the callback's and eval's keys differ)
+_NOT_IDENTITY = {"batch_size", "num_workers", "pin_memory", "prepare_data_per_node", "trainer", "text_encoder",
                  "allow_zero_length_dataloader_with_multiple_devices"}
 _SCALARS = (str, int, float, bool, type(None), Path)
 
@@ -110,9 +112,9 @@ class ReferenceStats:
     def __init__(self, cache_dir: str | os.PathLike, identity: dict[str, Any], image_size: int, channels: int,
                  num_reference: int | None, extractor: Any):
         self.extractor = extractor
-        n = len(reference_indices(identity["size"], num_reference))
+        self.indices = reference_indices(identity["size"], num_reference)
         self.description = {"format": FORMAT_VERSION, "dataset": identity, "image_size": int(image_size),
-                            "channels": int(channels), "num_reference": n,
+                            "channels": int(channels), "num_reference": len(self.indices),
                             "extractor": extractor.fingerprint, "extractor_identity": extractor.identity}
         self.key = _key(self.description)
         self.path = Path(cache_dir).expanduser() / "reference_stats" / f"{self.key}.pt"
@@ -123,14 +125,11 @@ class ReferenceStats:
         """Whether the statistics are already on disk."""
         return self.path.is_file()
 
-    def load_or_compute(self, load_images: Callable[[np.ndarray], torch.Tensor], n_split: int,
-                        num_reference: int | None, batch_size: int) -> dict[str, Any]:
+    def load_or_compute(self, load_images: Callable[[np.ndarray], torch.Tensor], batch_size: int) -> dict[str, Any]:
         """The cached statistics; on a miss, reads the real images ONCE and writes the cache.
 
         Args:
-            load_images: indices -> uint8 images (n, C, H, W) of the split.
-            n_split: size of the split.
-            num_reference: number of real images (None = all).
+            load_images: split indices -> uint8 images (n, C, H, W).
             batch_size: images read + featurised per step.
         """
         if self._data is None and self.cached:
@@ -140,21 +139,19 @@ class ReferenceStats:
             except Exception as e:  # noqa: BLE001 - corrupt/truncated file from an old crash: recompute
                 log.warning("reference statistics %s unreadable (%s): recomputing", self.path, e)
         if self._data is None:
-            self._data = self._compute(load_images, reference_indices(n_split, num_reference), batch_size)
+            self._data = self._compute(load_images, batch_size)
         return self._data
 
-    def _compute(self, load_images: Callable[[np.ndarray], torch.Tensor], idx: np.ndarray,
-                 batch_size: int) -> dict[str, Any]:
-        t0 = time.perf_counter()
+    def _compute(self, load_images: Callable[[np.ndarray], torch.Tensor], batch_size: int) -> dict[str, Any]:
+        t0, idx = time.perf_counter(), self.indices
         parts: dict[str, list[torch.Tensor]] = {"2048": [], "logits_unbiased": []}
         for start in range(0, len(idx), batch_size):
             feats = self.extractor(load_images(idx[start:start + batch_size]))
             for k in parts:
                 parts[k].append(feats[k])
-        features = torch.cat(parts["2048"])
-        stats = fid_statistics(features)
-        data = {"n": len(idx), "key": self.key, "features": features.contiguous(),
-                "mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"]),
+        features = torch.cat(parts["2048"]).contiguous()
+        data = {"n": len(idx), "key": self.key, "features": features,
+                "frechet": {k: v.cpu() for k, v in frechet_stats(features).items()},
                 "isc_real": inception_score(torch.cat(parts["logits_unbiased"]))["isc_mean"], "radii": {}}
         atomic_torch_save(data, self.path)
         desc = dict(self.description, created=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -163,15 +160,22 @@ class ReferenceStats:
                  time.perf_counter() - t0, self.path)
         return data
 
-    def fid_stats(self) -> dict[str, np.ndarray]:
-        """mu/sigma as numpy (the dtypes torch-fidelity produces)."""
+    def _get(self, key: str) -> Any:
         assert self._data is not None, "call load_or_compute first"
-        return {"mu": self._data["mu"].numpy(), "sigma": self._data["sigma"].numpy()}
+        return self._data[key]
+
+    def frechet(self) -> dict[str, torch.Tensor]:
+        """Fréchet statistics {"mu", "factor"} of the real features (float64, CPU)."""
+        return self._get("frechet")
 
     def features(self) -> torch.Tensor:
         """Real (N, 2048) float32 features."""
-        assert self._data is not None, "call load_or_compute first"
-        return self._data["features"]
+        return self._get("features")
+
+    @property
+    def isc_real(self) -> float:
+        """Inception Score of the real reference images."""
+        return float(self._get("isc_real"))
 
     def radii(self, k: int, device: str | torch.device = "cpu") -> torch.Tensor:
         """k-NN radii of the real features, computed once per k and added to the cache file.
@@ -180,8 +184,7 @@ class ReferenceStats:
             k: neighbourhood size.
             device: where to compute (the evaluation device).
         """
-        assert self._data is not None, "call load_or_compute first"
-        radii = self._data.setdefault("radii", {})
+        radii = self._get("radii")
         if int(k) not in radii:
             radii[int(k)] = knn_radii(self.features().to(device), int(k)).cpu()
             atomic_torch_save(self._data, self.path)

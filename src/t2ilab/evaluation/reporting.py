@@ -70,39 +70,37 @@ def _wandb_runs(loggers: Iterable[Any]) -> list[Any]:
     return runs
 
 
-def sample_table(thumbnails: dict[str, Any], prompts: list[str], labels: list[int | None],
-                 class_names: list[str] | None = None) -> Any:
-    """wandb.Table(image, prompt, clip_score, label) of the kept thumbnails.
+def sample_table(ev: Any) -> Any:
+    """wandb.Table(index, image, prompt, clip_score, label) of the evaluator's kept thumbnails.
 
     Args:
-        thumbnails: ``Evaluator.thumbnails`` (uint8 images, global indices, clip scores or None).
-        prompts: prompt per global sample index.
-        labels: label per global sample index (None if unknown).
-        class_names: names of the labels, if any.
+        ev: the Evaluator after ``generate_shard`` (thumbnails, plan, datamodule class names).
     """
     import wandb
 
+    thumbs, plan = ev.thumbnails, ev.plan
+    prompts, labels, names = plan.prompts, plan.label_list, getattr(ev.dm, "class_names", None)
     table = wandb.Table(columns=["index", "image", "prompt", "clip_score", "label"])
-    clip = thumbnails.get("clip")
-    for j, (img, i) in enumerate(zip(thumbnails["image"], thumbnails["index"].tolist())):
+    clip = thumbs.get("clip")
+    for j, (img, i) in enumerate(zip(thumbs["image"], thumbs["index"].tolist())):
         arr = img.permute(1, 2, 0).numpy()
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr
         y = labels[i]
-        name = class_names[y] if (class_names and y is not None and 0 <= y < len(class_names)) else y
+        name = names[y] if (names and y is not None and 0 <= y < len(names)) else y
         table.add_data(i, wandb.Image(arr, caption=prompts[i]), prompts[i],
                        None if clip is None else float(clip[j]), name)
     return table
 
 
 def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None = None,
-           table: Any = None) -> None:
-    """Log metrics to every logger (history), to the W&B run summary, and the sample table.
+           evaluator: Any = None) -> None:
+    """Log metrics to every logger (history), to the W&B run summary, and a W&B table of samples.
 
     Args:
-        result: ``Evaluator.compute`` output.
+        result: ``Evaluator.evaluate`` output.
         loggers: Lightning loggers (``trainer.loggers``); may be empty.
         step: x-axis value (training step); None for standalone evaluation.
-        table: optional wandb.Table of samples.
+        evaluator: the Evaluator whose thumbnails go into the W&B sample table (None = no table).
     """
     loggers = list(loggers)
     metrics = {PREFIX + k: v for k, v in scalar_metrics(result).items()}
@@ -112,7 +110,8 @@ def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None
         run.summary.update(metrics)
         if result.get("skipped"):
             run.summary.update({PREFIX + "skipped": dict(result["skipped"])})
-        if table is not None:
+        if evaluator is not None and evaluator.thumbnails:
             # same x-axis convention as Lightning's WandbLogger (no explicit wandb step)
-            run.log({PREFIX + "samples": table, **({} if step is None else {"trainer/global_step": step})})
+            x_axis = {} if step is None else {"trainer/global_step": step}
+            run.log({PREFIX + "samples": sample_table(evaluator), **x_axis})
     log.info("evaluation%s: %s", "" if step is None else f" @ step {step}", summary_line(result))

@@ -49,7 +49,8 @@ class MetricsSettings:
     classifier: dict[str, Any] = field(default_factory=_classifier_defaults)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | "MetricsSettings" | None = None, **overrides: Any) -> "MetricsSettings":
+    def from_config(cls, cfg: Mapping[str, Any] | "MetricsSettings" | None = None,
+                    **overrides: Any) -> "MetricsSettings":
         """Settings from a (Hydra/OmegaConf or plain) mapping plus keyword overrides.
 
         Args:
@@ -64,11 +65,12 @@ class MetricsSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown metrics option(s) {unknown}; known: {sorted(known)}")
-        for name, defaults in (("clip", _clip_defaults()), ("classifier", _classifier_defaults())):
-            values[name] = {**defaults, **(values.get(name) or {})}
+        for name, defaults in (("sampling", {}), ("clip", _clip_defaults()), ("classifier", _classifier_defaults())):
+            values[name] = {**defaults, **(values.get(name) or {})}  # null in YAML = defaults
         s = cls(**values)
         if s.num_samples < 2 or s.batch_size < 1:
-            raise ValueError(f"metrics.num_samples must be >= 2 and batch_size >= 1 (got {s.num_samples}, {s.batch_size})")
+            raise ValueError(f"metrics.num_samples must be >= 2 and batch_size >= 1 "
+                             f"(got {s.num_samples}, {s.batch_size})")
         return s
 
     @property

@@ -1,0 +1,111 @@
+"""Evaluation entry point: ``python -m t2ilab.eval ckpt_path=PATH [metrics.num_samples=N] ...``.
+
+checkpoint -> model (EMA weights; any family: only ``generate`` is called) + its training config ->
+the same encoder and datamodule (``data``/``encoder`` overrides merged in; cache/data dirs follow
+this run's ``paths``) -> :class:`~t2ilab.evaluation.engine.Evaluator` (the engine the training
+callback uses) -> ``metrics.json`` in the run dir, W&B run (summary, history, sample table; offline
+unless WANDB_MODE says otherwise) or any other configured logger. Returns ``cfg.optimized_metric``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from t2ilab.utils.config import CONF_DIR
+
+log = logging.getLogger("t2ilab.eval")
+
+
+def checkpoint_info(ckpt_path: str | os.PathLike) -> dict[str, Any]:
+    """Step, family and W&B run id of a checkpoint, read lazily (mmap: tensors are not loaded).
+
+    Args:
+        ckpt_path: the t2ilab checkpoint.
+    """
+    path = Path(ckpt_path).expanduser()
+    info: dict[str, Any] = {"path": str(path.resolve())}
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        meta = ckpt.get("t2ilab") or {}
+        info.update(global_step=ckpt.get("global_step"), epoch=ckpt.get("epoch"), family=meta.get("family"),
+                    train_wandb_id=meta.get("wandb_id"))
+    except Exception as e:  # noqa: BLE001 - informational only; load_model reports real problems
+        log.warning("could not read checkpoint metadata of %s: %s", path, e)
+    return info
+
+
+def eval_data_configs(cfg: DictConfig, train_cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """(data, encoder) configs: the checkpoint's, with this machine's paths and the overrides.
+
+    Args:
+        cfg: the eval config (``paths``, ``data``, ``encoder``).
+        train_cfg: the composed training config stored in the checkpoint (already resolved).
+    """
+    data = OmegaConf.create(OmegaConf.to_container(train_cfg.data, resolve=True))
+    if "data_dir" in data:
+        data.data_dir = cfg.paths.data_dir
+    encoder = OmegaConf.merge(train_cfg.encoder, {"cache_dir": cfg.paths.cache_dir}, cfg.encoder or {})
+    return OmegaConf.merge(data, cfg.data or {}), encoder
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate one checkpoint as described by a composed eval config (see conf/eval.yaml)."""
+    from t2ilab.evaluation.engine import Evaluator
+    from t2ilab.evaluation.reporting import report, write_metrics_json
+    from t2ilab.models.checkpoint import load_model
+    from t2ilab.tracking.manifest import build_manifest, write_manifest
+    from t2ilab.train import _finish_wandb, _instantiate_group
+    from t2ilab.utils.builders import build_datamodule, build_encoder
+    from t2ilab.utils.config import show_and_save_config
+    from t2ilab.utils.io import ensure_writable_dir
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
+    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    model.to(device)
+    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
+    datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg))
+
+    show_and_save_config(cfg, out_dir)
+    config = {**OmegaConf.to_container(cfg, resolve=True), "train_data": OmegaConf.to_container(data_cfg),
+              "checkpoint": checkpoint_info(cfg.ckpt_path)}
+    manifest = build_manifest(config, cfg.metrics.seed)
+    write_manifest(out_dir, manifest)
+    torch.manual_seed(cfg.metrics.seed)  # generation uses explicit generators; this covers anything else
+
+    evaluator = Evaluator(cfg.metrics, datamodule, cfg.paths.cache_dir)
+    evaluator.prepare(device)  # missing weights fail here, before any sample is generated
+    loggers = _instantiate_group(cfg.logger)
+    try:
+        for lg in loggers:
+            lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
+        sample_dir = str(out_dir / "samples") if evaluator.s.save_samples else None
+        result = evaluator.evaluate(model, sample_dir=sample_dir)
+        result["meta"]["checkpoint"] = config["checkpoint"]
+        path = write_metrics_json(result, out_dir)
+        report(result, loggers, step=config["checkpoint"].get("global_step"), evaluator=evaluator)
+        for lg in loggers:
+            lg.finalize("success")
+    finally:
+        _finish_wandb(loggers)
+    log.info("metrics -> %s", path)
+    return result
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    result = evaluate(cfg)
+    value = result.get(cfg.optimized_metric) if cfg.optimized_metric else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+if __name__ == "__main__":
+    main()
