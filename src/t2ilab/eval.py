@@ -61,7 +61,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.evaluation.reporting import report, write_metrics_json
     from t2ilab.models.checkpoint import load_model
     from t2ilab.tracking.manifest import build_manifest, write_manifest
-    from t2ilab.train import _finish_wandb, _instantiate_group
+    from t2ilab.tracking.loggers import finish_wandb
+    from t2ilab.utils.builders import instantiate_group
     from t2ilab.utils.builders import build_datamodule, build_encoder
     from t2ilab.utils.config import show_and_save_config
     from t2ilab.utils.io import ensure_writable_dir
@@ -83,7 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     evaluator = Evaluator(cfg.metrics, datamodule, cfg.paths.cache_dir)
     evaluator.prepare(device)  # missing weights fail here, before any sample is generated
-    loggers = _instantiate_group(cfg.logger)
+    loggers = instantiate_group(cfg.logger)
     try:
         for lg in loggers:
             lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
@@ -95,7 +96,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for lg in loggers:
             lg.finalize("success")
     finally:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
     log.info("metrics -> %s", path)
     return result
 

@@ -22,10 +22,6 @@ from t2ilab.utils.config import CONF_DIR, show_and_save_config
 log = logging.getLogger("t2ilab.train")
 
 
-def _instantiate_group(node: DictConfig | None) -> list[Any]:
-    return [instantiate(v) for v in (node or {}).values() if v is not None and "_target_" in v]
-
-
 def _resume_wandb_id(cfg: DictConfig) -> None:
     """Resuming from a t2ilab checkpoint continues its W&B run instead of starting a new one."""
     if not cfg.ckpt_path or "wandb" not in (cfg.logger or {}) or cfg.logger.wandb.get("id"):
@@ -44,7 +40,8 @@ def train(cfg: DictConfig) -> float | None:
     """Run one training job described by a composed config (see conf/train.yaml)."""
     from t2ilab.models.generation import generate_images  # noqa: F401  (import errors early)
     from t2ilab.tracking.manifest import build_manifest, write_manifest
-    from t2ilab.utils.builders import build_datamodule, build_encoder, build_model
+    from t2ilab.tracking.loggers import finish_wandb
+    from t2ilab.utils.builders import build_datamodule, build_encoder, build_model, instantiate_group
     from t2ilab.utils.io import ensure_writable_dir
 
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -63,20 +60,21 @@ def train(cfg: DictConfig) -> float | None:
     model = build_model(cfg.model, encoder.dim)
     model.run_config = config
 
-    loggers = _instantiate_group(cfg.logger)
+    loggers = instantiate_group(cfg.logger)
     for lg in loggers:
         lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_group(cfg.callbacks), logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=loggers or False)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
             from t2ilab.sample import write_samples
 
             prompts = _final_prompts(cfg, datamodule)
+            model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after fit
             write_samples(model, datamodule.encode(prompts), prompts, Path(run_dir) / "samples" / "final",
                           num_per_prompt=4, seed=0)
     finally:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
     value = trainer.callback_metrics.get(cfg.optimized_metric)
     return float(value) if value is not None else None
 
@@ -91,17 +89,6 @@ def _final_prompts(cfg: DictConfig, datamodule: Any) -> list[str]:
         if len(seen) == 8:
             break
     return list(seen)
-
-
-def _finish_wandb(loggers: list[Any]) -> None:
-    """Always close the W&B run (also on errors), so the offline run is complete and syncable."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

@@ -25,13 +25,14 @@ class SampleGridCallback(L.Callback):
         num_per_prompt: images per prompt (columns).
         seed: base seed (image i uses seed + i): grids at different steps are comparable.
         sampling: extra ``generate`` options (e.g. {num_steps: 25}).
-        on_fit_end: also draw a grid when training ends.
+        at_train_end: also draw a grid when training ends (``on_train_end``: the model is still on
+            its training device; by ``on_fit_end`` Lightning has moved it to the CPU).
     """
 
     def __init__(self, every_n_steps: int = 1000, prompts: Sequence[str] | None = None, num_prompts: int = 8,
-                 num_per_prompt: int = 4, seed: int = 0, sampling: dict | None = None, on_fit_end: bool = True):
+                 num_per_prompt: int = 4, seed: int = 0, sampling: dict | None = None, at_train_end: bool = True):
         self.every_n_steps, self.num_prompts, self.num_per_prompt = int(every_n_steps), num_prompts, num_per_prompt
-        self.prompts, self.seed, self.sampling, self.on_fit_end_ = (list(prompts) if prompts else None), seed, dict(sampling or {}), on_fit_end
+        self.prompts, self.seed, self.sampling, self.at_train_end = (list(prompts) if prompts else None), seed, dict(sampling or {}), at_train_end
         self._last_step, self._last_bucket = -1, 0
 
     def _prompts(self, trainer: L.Trainer) -> list[str]:
@@ -72,6 +73,6 @@ class SampleGridCallback(L.Callback):
             self._last_bucket = bucket
             self.draw(trainer, module)
 
-    def on_fit_end(self, trainer: L.Trainer, module: Any) -> None:
-        if self.on_fit_end_:
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        if self.at_train_end:
             self.draw(trainer, module)

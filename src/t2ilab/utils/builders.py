@@ -21,3 +21,8 @@ def build_datamodule(cfg_data: DictConfig, text_encoder: Any) -> Any:
 def build_model(cfg_model: DictConfig, cond_dim: int) -> Any:
     """The family's LightningModule; ``cond_dim`` comes from the encoder."""
     return instantiate(cfg_model, cond_dim=int(cond_dim))
+
+
+def instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a keyed group (callbacks, loggers); null entries are dropped."""
+    return [instantiate(v) for v in (node or {}).values() if v is not None and "_target_" in v]
