@@ -1,0 +1,196 @@
+"""Text-conditioned GAN: AdaGN generator, projection discriminator, hinge loss, matching-aware
+training, optional R1 / MA-GP and DiffAugment; manual optimisation with two optimisers.
+
+Steps: each training batch makes ``d_steps`` discriminator updates (same real batch, fresh noise
+and augmentations) and then one generator update. Lightning's ``global_step`` counts every
+``optimizer.step()`` under manual optimisation, so one batch advances it by ``d_steps + 1``
+(``trainer.max_steps=1000`` = 500 batches with ``d_steps=1``); ``val_check_interval`` and
+``log_every_n_steps`` still count batches. Checkpoint intervals (``every_n_train_steps``) must be
+multiples of ``d_steps + 1`` (they are tested with ``global_step % n == 0``).
+
+Gradient clipping: Lightning refuses ``Trainer(gradient_clip_val>0)`` with manual optimisation,
+so the module takes the trainer's value over (see ``configure_callbacks``) and clips each
+optimiser itself; ``model.grad_clip`` overrides it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from t2ilab.models.base import Generator, TextConditionedModule
+from t2ilab.models.losses import GP_KINDS, gradient_penalty, hinge_fake, hinge_real
+from t2ilab.nets.diffaug import diff_augment, parse_policy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.Adam, lr=2e-4, betas=(0.0, 0.9))
+
+
+class GANModule(TextConditionedModule):
+    """Args (plus those of ``TextConditionedModule``; its ``optimizer`` is unused):
+        generator: partial generator constructor; called with ``channels, cond_dim, image_size, z_dim``.
+        discriminator: partial discriminator constructor; called with ``channels, cond_dim, image_size``.
+        optimizer_g / optimizer_d: partial optimisers (default Adam lr 2e-4, betas (0.0, 0.9)).
+        z_dim: noise size.
+        d_steps: discriminator updates per generator update (each batch).
+        mismatch_weight: weight of the (real image, wrong caption) -> fake hinge term (0 = off).
+            Wrong captions are the batch's captions rolled by one; pairs with the same class label
+            (or the same caption) are left out.
+        gp: ``none`` | ``r1`` (0.5 E||grad_x D||^2 on reals) | ``ma_gp`` (DF-GAN: E||grad_(x,c) D||^6
+            on real, matching pairs).
+        gp_weight: weight of the gradient penalty (R1: gamma; DF-GAN uses 2 for MA-GP).
+        diffaug: DiffAugment policy, e.g. ``"color,translation,cutout"`` ("" = off).
+        grad_clip: gradient-norm clip per optimiser; null = take ``trainer.gradient_clip_val``;
+            0 = off.
+        grad_clip_algorithm: ``norm`` or ``value``.
+        sampling: ``generate`` defaults: ``truncation`` (null = none; t > 0 draws z from N(0, I)
+            truncated to [-t, t] per coordinate, by inverse-CDF so per-sample seeds still hold).
+    """
+
+    family = "gan"
+    sampling_keys = ("truncation",)
+
+    def __init__(self, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
+                 optimizer_g: Callable | None = None, optimizer_d: Callable | None = None, z_dim: int = 128,
+                 d_steps: int = 1, mismatch_weight: float = 0.5, gp: str = "none", gp_weight: float = 0.0,
+                 diffaug: str = "", grad_clip: float | None = None, grad_clip_algorithm: str = "norm",
+                 **kwargs: Any):
+        kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
+        kwargs.setdefault("cond_drop_prob", 0.0)
+        super().__init__(**kwargs)
+        if gp not in GP_KINDS:
+            raise ValueError(f"model.gp={gp!r} unknown; choose one of {list(GP_KINDS)}")
+        if int(d_steps) < 1:
+            raise ValueError(f"model.d_steps={d_steps} must be >= 1")
+        self.automatic_optimization = False
+        self.z_dim, self.d_steps, self.mismatch_weight = int(z_dim), int(d_steps), float(mismatch_weight)
+        self.gp, self.gp_weight = gp, float(gp_weight)
+        self.diffaug = parse_policy(diffaug)
+        self.grad_clip, self.grad_clip_algorithm = grad_clip, grad_clip_algorithm
+        self.optimizer_g, self.optimizer_d = optimizer_g or DEFAULT_OPTIMIZER, optimizer_d or DEFAULT_OPTIMIZER
+        dims = dict(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size)
+        self.generator = generator(z_dim=self.z_dim, **dims)
+        self.discriminator = discriminator(**dims)
+        self.init_ema(self.generator)
+
+    # -- noise and augmentation ------------------------------------------------------------------
+    def sample_z(self, n: int, generator: Generator = None, truncation: float | None = None) -> torch.Tensor:
+        """z ~ N(0, I) (n, z_dim); with ``truncation`` t > 0 each coordinate is mapped through the
+        normal CDF into N(0,1) truncated to [-t, t] (same noise -> same truncated z)."""
+        z = self.randn((n, self.z_dim), generator)
+        if truncation is not None and float(truncation) > 0:
+            lo = torch.special.ndtr(torch.tensor(-float(truncation), device=z.device))
+            u = lo + torch.special.ndtr(z) * (1 - 2 * lo)
+            z = torch.special.ndtri(u.clamp(lo, 1 - lo)).clamp(-float(truncation), float(truncation))
+        return z
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.diffaug) if self.diffaug else x
+
+    @staticmethod
+    def mismatch_mask(batch: dict, cond: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: is (image i, caption i-1) really a mismatch? (label, else caption, differs)"""
+        differs = (cond != cond.roll(1, 0)).any(1)
+        label = batch.get("label")
+        return differs & (label != label.roll(1, 0)).to(differs.device) if label is not None else differs
+
+    # -- losses -----------------------------------------------------------------------------------
+    def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor,
+                           gen: nn.Module | None = None, train: bool = True) -> tuple[torch.Tensor, dict]:
+        """Hinge loss of D on (real, caption) vs (G(z, caption), caption) and, weighted,
+        (real, wrong caption); plus the gradient penalty when ``train``. One batched D call."""
+        n, gen = real.shape[0], gen or self.generator
+        with torch.no_grad():
+            fake = gen(self.sample_z(n), cond)
+        use_gp = train and self.gp != "none" and self.gp_weight > 0
+        real_in = real.detach().requires_grad_(use_gp)
+        cond_in = cond.detach().requires_grad_(use_gp and self.gp == "ma_gp")
+        use_mis = self.mismatch_weight > 0 and bool(mismatch.any())
+        images = [real_in, fake] + ([real] if use_mis else [])
+        conds = [cond_in, cond.detach()] + ([cond.detach().roll(1, 0)] if use_mis else [])
+        scores = self.discriminator(self.augment(torch.cat(images)) if train else torch.cat(images), torch.cat(conds))
+        s_real, s_fake = scores[:n], scores[n:2 * n]
+        loss = hinge_real(s_real) + hinge_fake(s_fake)
+        stats = {"d_real": s_real.mean(), "d_fake": s_fake.mean(), "gp": torch.zeros((), device=real.device)}
+        if use_mis:
+            loss = loss + self.mismatch_weight * hinge_fake(scores[2 * n:], mismatch)
+            stats["d_mismatch"] = (scores[2 * n:] * mismatch).sum() / mismatch.sum()
+        if use_gp:
+            gp = gradient_penalty(self.gp, s_real, [real_in, cond_in] if self.gp == "ma_gp" else [real_in])
+            loss, stats["gp"] = loss + self.gp_weight * gp, gp
+        return loss, stats
+
+    def generator_loss(self, cond: torch.Tensor) -> torch.Tensor:
+        fake = self.generator(self.sample_z(cond.shape[0]), cond)
+        return -self.discriminator(self.augment(fake), cond).mean()
+
+    # -- training ---------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        real, n = batch["image"], batch["image"].shape[0]
+        cond = self.drop_cond(self.prepare_cond(batch["cond"]))
+        mismatch = self.mismatch_mask(batch, cond)
+        for _ in range(self.d_steps):
+            with self.toggled_optimizer(opt_d):
+                d_loss, stats = self.discriminator_loss(real, cond, mismatch)
+                self._update(opt_d, sched_d, self.guard(d_loss, "train/d_loss"))
+        with self.toggled_optimizer(opt_g):
+            g_loss = self.generator_loss(cond)
+            self._update(opt_g, sched_g, self.guard(g_loss, "train/g_loss"))
+        self.update_ema()  # now, not at batch end: checkpoint callbacks of this batch run before that
+        self.log("train/d_loss", d_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
+        self.log("train/g_loss", g_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
+        self.log_scalars({f"train/{k}": v for k, v in stats.items()}, batch_size=n)
+
+    def _update(self, opt: Any, sched: Any, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=float(self.grad_clip),
+                                gradient_clip_algorithm=self.grad_clip_algorithm)
+        opt.step()
+        sched.step()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """``val/loss`` = D's hinge loss on held-out (image, caption) pairs vs EMA-generator fakes
+        (+ weighted held-out mismatches), no augmentation or penalty. It tracks the D/G balance
+        (about 2 when D cannot tell; near 0 when D wins or overfits), not sample quality."""
+        cond = self.prepare_cond(batch["cond"])
+        loss, stats = self.discriminator_loss(batch["image"], cond, self.mismatch_mask(batch, cond),
+                                              gen=self.sampling_net, train=False)
+        values = {"val/loss": loss, "val/d_real": stats["d_real"], "val/d_fake": stats["d_fake"],
+                  "val/g_loss": -stats["d_fake"]}
+        self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True, batch_size=cond.shape[0])
+
+    # -- optimisers -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[dict]:
+        """[generator (+ null embedding), discriminator], each with the base's warm-up schedule."""
+        g = self.make_optimizer(list(self.generator.parameters()) + [self.null_embedding], self.optimizer_g)
+        d = self.make_optimizer(self.discriminator.parameters(), self.optimizer_d)
+        g["lr_scheduler"]["name"], d["lr_scheduler"]["name"] = "lr/generator", "lr/discriminator"
+        return [g, d]
+
+    def configure_callbacks(self) -> list:
+        """Take ``trainer.gradient_clip_val`` over before Lightning validates the trainer (it runs
+        after this hook and rejects automatic clipping with manual optimisation): the GAN clips
+        each optimiser itself with that value unless ``model.grad_clip`` is set."""
+        trainer = self._trainer
+        if trainer is not None and trainer.gradient_clip_val:
+            if self.grad_clip is None:
+                self.grad_clip = float(trainer.gradient_clip_val)
+                self.grad_clip_algorithm = str(getattr(trainer.gradient_clip_algorithm, "value", None) or "norm")
+            log.info("GAN (manual optimisation): trainer.gradient_clip_val=%s is applied by the module per "
+                     "optimiser (model.grad_clip=%s)", trainer.gradient_clip_val, self.grad_clip)
+            trainer.gradient_clip_val, trainer.gradient_clip_algorithm = None, None
+        return []
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,
+                  truncation: float | None = None) -> torch.Tensor:
+        return net(self.sample_z(cond.shape[0], generator, truncation), cond)

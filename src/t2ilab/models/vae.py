@@ -1,0 +1,120 @@
+"""Text-conditioned VAE: q(z|x,c), p(x|z,c) with a vector latent, beta-weighted KL with linear
+warm-up and optional free bits, and a choice of pixel likelihoods (mse|bce|gaussian|laplace; the
+last two with a learned scale, "sigma-VAE", Rybkin et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
+from t2ilab.models.losses import RECON_KINDS, decoded_mean, kl_normal, recon_nll
+
+SCALES = ("channel", "scalar")
+PRIORS = ("standard", "conditional")
+
+
+class VAEModule(TextConditionedModule):
+    """Args (plus those of ``TextConditionedModule``):
+        net: partial ``VAENet`` constructor; called with ``channels, cond_dim, image_size, z_dim,
+            scale_channels``.
+        z_dim: latent size.
+        prior: ``standard`` N(0, I) or ``conditional`` p(z|c) = N(mu(c), sigma(c)^2) learned from
+            the caption (Sohn et al. 2015). With a standard prior the encoder can store the class
+            in z and the decoder then ignores the caption; the learned prior keeps samples on-class.
+        recon: pixel likelihood: ``mse`` (sum of squared errors), ``bce`` (Bernoulli on [0,1]
+            pixels), ``gaussian`` / ``laplace`` (learned scale; NLL in nats).
+        scale: learned scale per ``channel`` or one ``scalar`` (gaussian / laplace only).
+        min_scale: floor of the learned scale (in [-1,1] pixel units): keeps the NLL bounded.
+        beta: weight of the KL term (1 = the ELBO).
+        kl_warmup_steps: beta ramps linearly from 0 to ``beta`` over this many steps (0 = off).
+        free_bits: nats per latent dimension below which the (batch-mean) KL is not penalised
+            (Kingma et al. 2016; 0 = off): fights posterior collapse.
+        active_threshold: a latent dimension is "active" when its batch-mean KL exceeds this (nats).
+        sampling: ``generate`` defaults: ``temperature`` T (z = mu(c) + T sigma(c) eps; 0 = the
+            prior mean, deterministic).
+    """
+
+    family = "vae"
+    sampling_keys = ("temperature",)
+
+    def __init__(self, net: Callable[..., nn.Module], z_dim: int = 64, prior: str = "conditional",
+                 recon: str = "gaussian", scale: str = "channel", min_scale: float = 0.01, beta: float = 1.0,
+                 kl_warmup_steps: int = 0, free_bits: float = 0.0, active_threshold: float = 0.01, **kwargs: Any):
+        kwargs["sampling"] = {"temperature": 1.0, **(kwargs.get("sampling") or {})}
+        kwargs.setdefault("cond_drop_prob", 0.05)
+        super().__init__(**kwargs)
+        if recon not in RECON_KINDS:
+            raise ValueError(f"model.recon={recon!r} unknown; choose one of {list(RECON_KINDS)}")
+        if prior not in PRIORS:
+            raise ValueError(f"model.prior={prior!r} unknown; choose one of {list(PRIORS)}")
+        if scale not in SCALES:
+            raise ValueError(f"model.scale={scale!r} unknown; choose one of {list(SCALES)}")
+        self.z_dim, self.recon, self.beta = int(z_dim), recon, float(beta)
+        self.kl_warmup_steps, self.free_bits = int(kl_warmup_steps), float(free_bits)
+        self.active_threshold = float(active_threshold)
+        self.min_log_scale = float(torch.log(torch.tensor(min_scale)))
+        learned = recon in ("gaussian", "laplace")
+        scale_channels = (self.channels if scale == "channel" else 1) if learned else 0
+        self.vae = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size,
+                       z_dim=self.z_dim, scale_channels=scale_channels, conditional_prior=prior == "conditional")
+        self.init_ema(self.vae)
+
+    # -- objective --------------------------------------------------------------------------------
+    def current_beta(self) -> float:
+        if self.kl_warmup_steps <= 0:
+            return self.beta
+        return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
+
+    def elbo_terms(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch-mean reconstruction NLL, batch-mean KL per latent dimension (z_dim,))."""
+        mu, logvar = self.vae.encode(x, cond)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        out = self.vae.decode(z, cond)
+        log_scale = self.vae.log_scale.clamp(min=self.min_log_scale) if self.vae.log_scale is not None else None
+        kl = kl_normal(mu, logvar, *self.vae.prior(cond))
+        return recon_nll(self.recon, x, out, log_scale).mean(), kl.mean(0)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        cond = self.drop_cond(self.prepare_cond(batch["cond"]))
+        recon, kl_dims = self.elbo_terms(batch["image"], cond)
+        kl = self.guard(kl_dims.sum(), "train/kl")
+        kl_term = kl_dims.clamp(min=self.free_bits).sum() if self.free_bits > 0 else kl
+        beta = self.current_beta()
+        loss = self.guard(self.guard(recon, "train/recon") + beta * kl_term, "train/loss")
+        n = cond.shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n)
+        values = {"train/recon": recon, "train/kl": kl, "train/beta": torch.tensor(beta),
+                  "train/active_dims": (kl_dims > self.active_threshold).sum()}
+        if self.vae.log_scale is not None:
+            values["train/scale"] = self.vae.log_scale.clamp(min=self.min_log_scale).exp().mean()
+        self.log_scalars(values, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """``val/loss`` = the negative ELBO (recon + KL, beta = 1, no free bits) on held-out pairs:
+        comparable across beta / warm-up / free-bits settings of the same ``recon``."""
+        recon, kl_dims = self.elbo_terms(batch["image"], self.prepare_cond(batch["cond"]))
+        kl = kl_dims.sum()
+        values = {"val/loss": recon + kl, "val/recon": recon, "val/kl": kl,
+                  "val/active_dims": (kl_dims > self.active_threshold).sum().float()}
+        self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
+
+    # -- inference --------------------------------------------------------------------------------
+    def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,
+                  temperature: float = 1.0) -> torch.Tensor:
+        mu, logvar = net.prior(cond)
+        z = mu + self.randn((cond.shape[0], self.z_dim), generator) * torch.exp(0.5 * logvar) * float(temperature)
+        return decoded_mean(self.recon, net.decode(z, cond))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean of images ``x`` ([-1,1], N,C,H,W) with the sampling (EMA)
+        net: (N,C,H,W) in [0,1], for inspecting what the latent keeps."""
+        c = self.prepare_cond(cond)
+        with self.sampling_mode() as net:
+            mu, _ = net.encode(x.to(self.device, torch.float32), c)
+            out = decoded_mean(self.recon, net.decode(mu, c))
+        return to_unit_range(out)

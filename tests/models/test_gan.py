@@ -1,0 +1,108 @@
+"""GAN family: optimiser isolation, generate contract, truncation, penalties, DiffAugment, EMA
+checkpoint round-trip and the divergence guard (tiny nets, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2ilab.models.base import NonFiniteLossError
+from t2ilab.models.losses import gradient_penalty
+from t2ilab.nets.diffaug import diff_augment
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_each_optimiser_updates_only_its_network(make_model, fake_batch, fit, snapshot, monkeypatch):
+    """A real Trainer runs training_step; around every optimiser update we record which of G / D
+    changed: the D update leaves G untouched and the G update leaves D untouched."""
+    model = make_model("gan", gp="r1", gp_weight=1.0, mismatch_weight=0.5, diffaug="color,translation")
+    updates, original = [], type(model)._update
+
+    def recording_update(self, opt, sched, loss):
+        g0, d0 = snapshot(self.generator), snapshot(self.discriminator)
+        original(self, opt, sched, loss)
+        updates.append((_changed(g0, snapshot(self.generator)), _changed(d0, snapshot(self.discriminator))))
+
+    monkeypatch.setattr(type(model), "_update", recording_update)
+    trainer = fit(model, [fake_batch(seed=i) for i in range(2)], gradient_clip_val=0.5)
+    assert model.grad_clip == 0.5 and trainer.gradient_clip_val is None  # taken over from the trainer
+    assert len(updates) == 4 and trainer.global_step == 4  # per batch: D then G; every step counted
+    for i, (g_changed, d_changed) in enumerate(updates):
+        if i % 2 == 0:  # discriminator update
+            assert d_changed and not g_changed
+        else:
+            assert g_changed and not d_changed
+
+
+def test_generate_contract(make_model, conds, generators, perturb):
+    model = make_model("gan")
+    perturb(model.sampling_net)
+    c = conds(3)
+    x = model.generate(c, generator=generators(3))
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    torch.testing.assert_close(model.generate(c, generator=generators(3)), x, rtol=0, atol=0)
+    other = model.generate(conds(3, seed=7), generator=generators(3))
+    assert (other - x).abs().amax(dim=(1, 2, 3)).min() > 1e-4  # every sample depends on its caption
+    one = model.generate(c[1:2], generator=generators(1, seed=1))  # batching never changes a sample
+    torch.testing.assert_close(one[0], x[1])
+    with pytest.raises(TypeError, match="unknown options"):
+        model.generate(c, num_steps=3)
+
+
+def test_28px_and_truncation(make_model, generators):
+    model = make_model("gan", image_size=28, channels=1)
+    assert model.generate(torch.randn(2, 16), generator=generators(2)).shape == (2, 1, 28, 28)
+    z = model.sample_z(256, generators(256), truncation=0.5)
+    assert z.abs().max() <= 0.5 and z.std() > 0.2  # truncated, not collapsed
+    free = model.sample_z(256, generators(256))
+    assert free.abs().max() > 2.0
+    assert model.generate(torch.randn(2, 16), generator=generators(2), truncation=0.5).shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("kind", ["r1", "ma_gp"])
+def test_gradient_penalties_finite_positive(make_model, fake_batch, kind):
+    model = make_model("gan")
+    b = fake_batch()
+    x = b["image"].requires_grad_(True)
+    c = b["cond"].clone().requires_grad_(True)
+    gp = gradient_penalty(kind, model.discriminator(x, c), [x, c] if kind == "ma_gp" else [x])
+    assert torch.isfinite(gp) and gp > 0
+    gp.backward()  # differentiable w.r.t. D's weights (create_graph)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.discriminator.parameters())
+
+
+def test_diffaugment_differentiable_keeps_shape():
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    y = diff_augment(x * 2 - 1, "color,translation,cutout")
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        diff_augment(x, "color,rotate")
+
+
+def test_checkpoint_roundtrip_restores_ema(make_model, fake_batch, fit, roundtrip, conds, generators):
+    model = make_model("gan", ema={"decay": 0.5, "warmup": False})
+    trainer = fit(model, [fake_batch(seed=i) for i in range(2)])
+    ema = model.ema.module.state_dict()
+    assert any(not torch.equal(v, model.generator.state_dict()[k]) for k, v in ema.items())  # EMA != live
+    loaded = roundtrip(trainer)
+    assert type(loaded) is type(model)
+    for k, v in loaded.ema.module.state_dict().items():
+        torch.testing.assert_close(v, ema[k], rtol=0, atol=0)
+    c = conds(2)
+    torch.testing.assert_close(loaded.generate(c, generator=generators(2)), model.generate(c, generator=generators(2)))
+
+
+def test_nan_batch_stops_training(make_model, fake_batch, fit, snapshot):
+    model = make_model("gan")
+    bad = fake_batch()
+    bad["image"][0, 0, 0, 0] = float("nan")
+    before = snapshot(model.discriminator)
+    with pytest.raises(NonFiniteLossError, match="train/d_loss"):
+        fit(model, [bad])
+    assert not _changed(before, snapshot(model.discriminator))  # stopped before the update
