@@ -18,7 +18,8 @@ def _changed(before: dict, after: dict) -> set[str]:
 def test_each_optimiser_updates_only_its_network(make_model, fake_batch, fit, snapshot, monkeypatch):
     """A real Trainer runs training_step; around every optimiser update we record which of G / D
     changed: the D update leaves G untouched and the G update leaves D untouched."""
-    model = make_model("gan", gp="r1", gp_weight=1.0, mismatch_weight=0.5, diffaug="color,translation")
+    model = make_model("gan", gp="r1", gp_weight=1.0, mismatch_weight=0.5, diffaug="color,translation",
+                       diversity_weight=1.0, discriminator={"mbstd_group": 2})
     updates, original = [], type(model)._update
 
     def recording_update(self, opt, sched, loss):

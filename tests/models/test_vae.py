@@ -13,7 +13,7 @@ from t2ilab.models.losses import kl_normal
 @pytest.mark.parametrize(("recon", "prior"), [("gaussian", "conditional"), ("mse", "standard"),
                                                ("bce", "conditional"), ("laplace", "standard")])
 def test_one_step_trains_encoder_and_decoder(make_model, fake_batch, fit, snapshot, recon, prior):
-    model = make_model("vae", recon=recon, prior=prior, free_bits=0.1, lr_warmup_steps=0)
+    model = make_model("vae", recon=recon, prior=prior, free_bits=0.1, lr_warmup_steps=0, kl_warmup_steps=0)
     parts = [model.vae.encoder, model.vae.decoder] + ([model.vae.prior_net] if prior == "conditional" else [])
     before = [snapshot(p) for p in parts]
     fit(model, [fake_batch()], max_steps=1)

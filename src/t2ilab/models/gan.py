@@ -44,6 +44,8 @@ class GANModule(TextConditionedModule):
         gp: ``none`` | ``r1`` (0.5 E||grad_x D||^2 on reals) | ``ma_gp`` (DF-GAN: E||grad_(x,c) D||^6
             on real, matching pairs).
         gp_weight: weight of the gradient penalty (R1: gamma; DF-GAN uses 2 for MA-GP).
+        diversity_weight: MSGAN mode-seeking weight (Mao et al. 2019; 0 = off): conditional
+            generators tend to ignore z; costs +50% generator compute.
         diffaug: DiffAugment policy, e.g. ``"color,translation,cutout"`` ("" = off).
         grad_clip: gradient-norm clip per optimiser; null = take ``trainer.gradient_clip_val``;
             0 = off.
@@ -58,8 +60,8 @@ class GANModule(TextConditionedModule):
     def __init__(self, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
                  optimizer_g: Callable | None = None, optimizer_d: Callable | None = None, z_dim: int = 128,
                  d_steps: int = 1, mismatch_weight: float = 0.5, gp: str = "none", gp_weight: float = 0.0,
-                 diffaug: str = "", grad_clip: float | None = None, grad_clip_algorithm: str = "norm",
-                 **kwargs: Any):
+                 diversity_weight: float = 0.0, diffaug: str = "", grad_clip: float | None = None,
+                 grad_clip_algorithm: str = "norm", **kwargs: Any):
         kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.0)
         super().__init__(**kwargs)
@@ -70,7 +72,7 @@ class GANModule(TextConditionedModule):
         self.automatic_optimization = False
         self.z_dim, self.d_steps, self.mismatch_weight = int(z_dim), int(d_steps), float(mismatch_weight)
         self.gp, self.gp_weight = gp, float(gp_weight)
-        self.diffaug = parse_policy(diffaug)
+        self.diffaug, self.diversity_weight = parse_policy(diffaug), float(diversity_weight)
         self.grad_clip, self.grad_clip_algorithm = grad_clip, grad_clip_algorithm
         self.optimizer_g, self.optimizer_d = optimizer_g or DEFAULT_OPTIMIZER, optimizer_d or DEFAULT_OPTIMIZER
         dims = dict(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size)
@@ -125,9 +127,19 @@ class GANModule(TextConditionedModule):
             loss, stats["gp"] = loss + self.gp_weight * gp, gp
         return loss, stats
 
-    def generator_loss(self, cond: torch.Tensor) -> torch.Tensor:
-        fake = self.generator(self.sample_z(cond.shape[0]), cond)
-        return -self.discriminator(self.augment(fake), cond).mean()
+    def generator_loss(self, cond: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """-E[D(G(z,c), c)]; with ``diversity_weight`` the first half of the captions is drawn twice
+        (fresh z) and the MSGAN mode-seeking term w / (mean|G(z1,c)-G(z2,c)| / mean|z1-z2| + eps)
+        penalises a generator whose output ignores z."""
+        n, h = cond.shape[0], cond.shape[0] // 2 if self.diversity_weight > 0 else 0
+        cond = torch.cat([cond, cond[:h]])
+        z = self.sample_z(n + h)
+        fake = self.generator(z, cond)
+        loss, stats = -self.discriminator(self.augment(fake), cond).mean(), {}
+        if h:
+            ratio = (fake[:h] - fake[n:]).abs().mean() / (z[:h] - z[n:]).abs().mean()
+            loss, stats["diversity"] = loss + self.diversity_weight / (ratio + 1e-5), ratio
+        return loss, stats
 
     # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -141,12 +153,12 @@ class GANModule(TextConditionedModule):
                 d_loss, stats = self.discriminator_loss(real, cond, mismatch)
                 self._update(opt_d, sched_d, self.guard(d_loss, "train/d_loss"))
         with self.toggled_optimizer(opt_g):
-            g_loss = self.generator_loss(cond)
+            g_loss, g_stats = self.generator_loss(cond)
             self._update(opt_g, sched_g, self.guard(g_loss, "train/g_loss"))
         self.update_ema()  # now, not at batch end: checkpoint callbacks of this batch run before that
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
         self.log("train/g_loss", g_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
-        self.log_scalars({f"train/{k}": v for k, v in stats.items()}, batch_size=n)
+        self.log_scalars({f"train/{k}": v for k, v in {**stats, **g_stats}.items()}, batch_size=n)
 
     def _update(self, opt: Any, sched: Any, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)

@@ -76,11 +76,16 @@ class Discriminator(nn.Module):
         base_channels: width at full resolution (doubles per halving).
         max_channels: width cap.
         spectral_norm: SN on every layer (Miyato et al. 2018); keeps D 1-Lipschitz-ish.
+        mbstd_group: minibatch standard deviation (Karras et al. 2018) over contiguous groups of
+            this many samples, appended as a feature map before the last block: lets D see a
+            collapsed (z-ignoring) generator. Groups never straddle the real/fake parts of a
+            concatenated batch when each part's size is a multiple of it (0 = off).
     """
 
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, base_channels: int = 32,
-                 max_channels: int = 256, spectral_norm: bool = True):
+                 max_channels: int = 256, spectral_norm: bool = True, mbstd_group: int = 0):
         super().__init__()
+        self.mbstd_group = int(mbstd_group)
         sizes = stage_plan(image_size)[::-1]
         widths = [stage_width(s, image_size, base_channels, max_channels) for s in sizes]
         self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
@@ -88,17 +93,28 @@ class Discriminator(nn.Module):
         for w in widths[1:]:
             blocks.append(DBlock(prev, w, down=True))
             prev = w
-        blocks.append(DBlock(prev, prev, down=False))
         self.blocks = nn.Sequential(*blocks)
+        self.last = DBlock(prev + (1 if self.mbstd_group else 0), prev, down=False)
         self.psi = nn.Linear(prev, 1)
         # LayerNorm: centred CLIP embeddings have small, varying norms; the match term needs scale
         self.embed = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, prev, bias=False))
         if spectral_norm:
             apply_spectral_norm(self)
 
+    def minibatch_std(self, h: torch.Tensor) -> torch.Tensor:
+        """Append the mean per-feature std over each contiguous group of samples (one channel)."""
+        n, c, height, width = h.shape
+        g = self.mbstd_group if n % self.mbstd_group == 0 else 1
+        std = (h.view(n // g, g, c, height, width).var(dim=1, unbiased=False) + 1e-8).sqrt()
+        feat = std.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1, 1).expand(n // g, g, 1, height, width)
+        return torch.cat([h, feat.reshape(n, 1, height, width)], dim=1)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """phi(x): (N, C) sum-pooled trunk features."""
-        return F.leaky_relu(self.blocks(self.stem(x)), 0.2).sum(dim=(2, 3))
+        h = self.blocks(self.stem(x))
+        if self.mbstd_group:
+            h = self.minibatch_std(h)
+        return F.leaky_relu(self.last(h), 0.2).sum(dim=(2, 3))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
