@@ -96,7 +96,8 @@ def test_sample_writes_pngs_prompts_and_grid_reproducibly(trained, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n\na blue square\n")
     run("sample", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"prompts_file={prompts}",
-        f"out_dir={out}", "num_per_prompt=2", "seed=5", "sampling={num_steps: 2, guidance_scale: 2.0}")
+        f"out_dir={out}", "num_per_prompt=2", "seed=5", "sampling={num_steps: 2, guidance_scale: 2.0}",
+        f"hydra.run.dir={tmp_path / 'hydra'}")
     rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["a red circle"] * 2 + ["a blue square"] * 2
     assert [r["seed"] for r in rows] == [5, 6, 7, 8]

@@ -172,7 +172,7 @@ class GANModule(TextConditionedModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """``val/loss`` = D's hinge loss on held-out (image, caption) pairs vs EMA-generator fakes
         (+ weighted held-out mismatches), no augmentation or penalty. It tracks the D/G balance
-        (about 2 when D cannot tell; near 0 when D wins or overfits), not sample quality."""
+        (about 2 + mismatch_weight when D cannot tell; near 0 when D wins or overfits), not quality."""
         cond = self.prepare_cond(batch["cond"])
         loss, stats = self.discriminator_loss(batch["image"], cond, self.mismatch_mask(batch, cond),
                                               gen=self.sampling_net, train=False)
