@@ -55,6 +55,25 @@ class CaptionedImageDataset(Dataset):
         return item
 
 
+class InMemoryCaptionedDataset(CaptionedImageDataset):
+    """A split held in memory: a uint8 image tensor and one precomputed caption per image."""
+
+    def __init__(self, images: torch.Tensor, captions: list[str]):
+        self.images, self._captions = images, captions
+
+    def __len__(self) -> int:
+        return len(self._captions)
+
+    def load_image(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+    def caption(self, i: int) -> str:
+        return self._captions[i]
+
+    def captions(self) -> list[str]:
+        return list(self._captions)
+
+
 class _Collate:
     """Picklable collate: uint8 -> [-1,1] float, caption -> row of the embedding table."""
 

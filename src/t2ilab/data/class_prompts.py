@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from t2ilab.data.base import CaptionedDataModule, CaptionedImageDataset
+from t2ilab.data.base import CaptionedDataModule, InMemoryCaptionedDataset
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
-class ClassPromptDataset(CaptionedImageDataset):
+class ClassPromptDataset(InMemoryCaptionedDataset):
     """In-memory class dataset with template captions.
 
     Args:
@@ -63,22 +63,10 @@ class ClassPromptDataset(CaptionedImageDataset):
 
     def __init__(self, images: torch.Tensor, labels: np.ndarray, template_ids: np.ndarray,
                  templates: tuple[str, ...], class_names: tuple[str, ...]):
-        self.images, self.labels, self.template_ids = images, labels.astype(np.int64), template_ids
+        self.labels, self.template_ids = labels.astype(np.int64), template_ids
         self.templates, self.class_names = tuple(templates), list(class_names)
-        self._captions = [_article(self.templates[t].format(self.class_names[y]))
-                          for t, y in zip(template_ids.tolist(), self.labels.tolist())]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def load_image(self, i: int) -> torch.Tensor:
-        return self.images[i]
-
-    def caption(self, i: int) -> str:
-        return self._captions[i]
-
-    def captions(self) -> list[str]:
-        return list(self._captions)
+        super().__init__(images, [_article(self.templates[t].format(self.class_names[y]))
+                                  for t, y in zip(template_ids.tolist(), self.labels.tolist())])
 
     def label(self, i: int) -> int:
         return int(self.labels[i])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from t2ilab.data.base import SPLITS, CaptionedDataModule, CaptionedImageDataset
+from t2ilab.data.base import SPLITS, CaptionedDataModule, InMemoryCaptionedDataset
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def render_caption(record: dict[str, Any]) -> str:
     return _article(TEMPLATES[record["template"]].format(**fields))
 
 
-class ShapesDataset(CaptionedImageDataset):
+class ShapesDataset(InMemoryCaptionedDataset):
     """One split of procedural shapes, held in memory as a uint8 tensor.
 
     Args:
@@ -192,20 +192,8 @@ class ShapesDataset(CaptionedImageDataset):
     has_labels = True
 
     def __init__(self, images: torch.Tensor, records: list[dict[str, Any]], class_names: list[str]):
-        self.images, self.records, self.class_names = images, records, class_names
-        self._captions = [render_caption(r) for r in records]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load_image(self, i: int) -> torch.Tensor:
-        return self.images[i]
-
-    def caption(self, i: int) -> str:
-        return self._captions[i]
-
-    def captions(self) -> list[str]:
-        return list(self._captions)
+        self.records, self.class_names = records, class_names
+        super().__init__(images, [render_caption(r) for r in records])
 
     def label(self, i: int) -> int:
         return self.records[i]["label"]
