@@ -127,6 +127,23 @@ def test_subsets_and_options():
         make(colors=["red", "teal"])
     with pytest.raises(ValueError, match="max_shapes"):
         make(max_shapes=3)
+    with pytest.raises(ValueError, match="shape_sizes"):
+        make(shape_sizes=["huge"])
+
+
+def test_shape_sizes_subset():
+    """shape_sizes=[large]: every shape (incl. second shapes) is large, and pairs still get placed
+    (a large centre shape leaves no room for a second large one: that image keeps one shape)."""
+    ds = make(shape_sizes=["large"], max_shapes=2, two_shape_prob=0.5).dataset("train")
+    objs = [o for i in range(len(ds)) for o in ds.attributes(i)["shapes"]]
+    assert {o["size"] for o in objs} == {"large"}
+    n_pairs = sum(len(ds.attributes(i)["shapes"]) == 2 for i in range(len(ds)))
+    assert 0.25 * len(ds) < n_pairs < 0.5 * len(ds)
+    pairs = [ds.attributes(i)["shapes"] for i in range(len(ds))]
+    assert all(p[0]["position"] != "center" for p in pairs if len(p) == 2)
+    # null (both sizes) draws exactly the images of an explicit [small, large]
+    both, default = make(shape_sizes=["small", "large"]).dataset("val"), make().dataset("val")
+    assert torch.equal(both.images, default.images)
 
 
 def test_batches_and_cond_rows(fake_encoder):

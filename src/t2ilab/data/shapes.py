@@ -100,14 +100,15 @@ def _overlap(a: tuple[float, float, float], b: tuple[float, float, float], margi
 
 def generate_shapes(n: int, seed: int, image_size: int = 32, colors: Sequence[str] = tuple(COLORS),
                     shapes: Sequence[str] = SHAPES, backgrounds: Sequence[str] = tuple(BACKGROUNDS),
-                    max_shapes: int = 2, two_shape_prob: float = 0.3,
-                    supersample: int = 4) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                    max_shapes: int = 2, two_shape_prob: float = 0.3, supersample: int = 4,
+                    sizes: Sequence[str] = tuple(SIZES)) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render ``n`` images -> (uint8 array (n, H, W, 3), per-item attribute records)."""
     rng = np.random.default_rng(seed)
-    pos_names, size_names = list(POSITIONS), list(SIZES)
+    pos_names, size_names = list(POSITIONS), list(sizes)
     n_shapes = np.where((max_shapes >= 2) & (rng.random(n) < two_shape_prob), 2, 1)
     draws = {k: rng.integers(0, m, size=(n, 2)).tolist() for k, m in
-             (("shape", len(shapes)), ("color", len(colors)), ("size", 2), ("pos", len(pos_names)))}
+             (("shape", len(shapes)), ("color", len(colors)), ("size", len(size_names)),
+                                                ("pos", len(pos_names)))}
     jitter = rng.uniform(-JITTER, JITTER, size=(n, 2, 2)).tolist()
     bg_idx = rng.integers(0, len(backgrounds), size=n).tolist()
     tpl_single = rng.integers(0, len(SINGLE_TEMPLATES), size=n).tolist()
@@ -139,11 +140,12 @@ def generate_shapes(n: int, seed: int, image_size: int = 32, colors: Sequence[st
                 if distinct and not _overlap(box0, box(po, sz, jt), 0.01):
                     break
                 sh, co, sz, po = (int(v) for v in fix_rng.integers(
-                    0, (len(shapes), len(colors), 2, len(pos_names))))
+                    0, (len(shapes), len(colors), len(size_names), len(pos_names))))
                 jt = fix_rng.uniform(-JITTER, JITTER, size=2).tolist()
-            else:  # pragma: no cover - vanishingly unlikely
-                raise RuntimeError("could not place a second shape")
-            objs.append((sh, co, sz, po, jt))
+            else:  # no room (e.g. a large centre shape with shape_sizes=[large]): one shape only
+                sh = None
+            if sh is not None:
+                objs.append((sh, co, sz, po, jt))
         bg = backgrounds[bg_idx[i]]
         x0 = (i % _TILE) * side
         draw.rectangle((x0, 0, x0 + side - 1, side - 1), fill=BACKGROUNDS[bg])
@@ -219,6 +221,7 @@ class ShapesDataModule(CaptionedDataModule):
         colors: subset of COLORS names to use (None = all).
         shapes: subset of SHAPES to use (None = all).
         backgrounds: subset of BACKGROUNDS names to use (None = all).
+        shape_sizes: subset of SIZES names ("small", "large") to use (None = both).
         supersample: render at this multiple of image_size, then box-reduce (anti-aliasing).
         image_size: output side length in pixels.
         channels: 3 (RGB) or 1 (luminance of the RGB rendering).
@@ -231,7 +234,8 @@ class ShapesDataModule(CaptionedDataModule):
     def __init__(self, name: str = "", seed: int = 0, num_train: int = 20000, num_val: int = 1000,
                  num_test: int = 1000, max_shapes: int = 2, two_shape_prob: float = 0.3,
                  colors: Sequence[str] | None = None, shapes: Sequence[str] | None = None,
-                 backgrounds: Sequence[str] | None = None, supersample: int = 4, image_size: int = 32,
+                 backgrounds: Sequence[str] | None = None, shape_sizes: Sequence[str] | None = None,
+                 supersample: int = 4, image_size: int = 32,
                  channels: int = 3, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False,
                  text_encoder: Any = None):
         super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
@@ -239,6 +243,7 @@ class ShapesDataModule(CaptionedDataModule):
         self.colors = self._subset("colors", colors, tuple(COLORS))
         self.shapes = self._subset("shapes", shapes, SHAPES)
         self.backgrounds = self._subset("backgrounds", backgrounds, tuple(BACKGROUNDS))
+        self.shape_sizes = self._subset("shape_sizes", shape_sizes, tuple(SIZES))
         if max_shapes not in (1, 2):
             raise ValueError(f"max_shapes must be 1 or 2, got {max_shapes}")
         if self.channels not in (1, 3):
@@ -268,7 +273,7 @@ class ShapesDataModule(CaptionedDataModule):
         t0 = time.perf_counter()
         arr, records = generate_shapes(
             self.sizes[split], self.split_seed(split), self.image_size, self.colors, self.shapes,
-            self.backgrounds, self.max_shapes, self.two_shape_prob, self.supersample)
+            self.backgrounds, self.max_shapes, self.two_shape_prob, self.supersample, self.shape_sizes)
         images = torch.from_numpy(arr).permute(0, 3, 1, 2)
         if self.channels == 1:
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
