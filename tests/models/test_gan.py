@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from t2ilab.models.base import NonFiniteLossError
-from t2ilab.models.losses import gradient_penalty
+from t2ilab.models.losses import contrastive_loss, gradient_penalty
 from t2ilab.nets.diffaug import diff_augment
 
 
@@ -19,7 +19,7 @@ def test_each_optimiser_updates_only_its_network(make_model, fake_batch, fit, sn
     """A real Trainer runs training_step; around every optimiser update we record which of G / D
     changed: the D update leaves G untouched and the G update leaves D untouched."""
     model = make_model("gan", gp="r1", gp_weight=1.0, mismatch_weight=0.5, diffaug="color,translation",
-                       diversity_weight=1.0, discriminator={"mbstd_group": 2})
+                       diversity_weight=1.0, contrastive_weight=1.0, discriminator={"mbstd_group": 2})
     updates, original = [], type(model)._update
 
     def recording_update(self, opt, sched, loss):
@@ -32,8 +32,9 @@ def test_each_optimiser_updates_only_its_network(make_model, fake_batch, fit, sn
     assert model.grad_clip == 0.5 and trainer.gradient_clip_val is None  # taken over from the trainer
     assert len(updates) == 4 and trainer.global_step == 4  # per batch: D then G; every step counted
     for i, (g_changed, d_changed) in enumerate(updates):
-        if i % 2 == 0:  # discriminator update
+        if i % 2 == 0:  # discriminator update (incl. its contrastive heads)
             assert d_changed and not g_changed
+            assert {"image_head.weight", "text_head.1.weight"} <= d_changed
         else:
             assert g_changed and not d_changed
 
@@ -107,3 +108,31 @@ def test_nan_batch_stops_training(make_model, fake_batch, fit, snapshot):
     with pytest.raises(NonFiniteLossError, match="train/d_loss"):
         fit(model, [bad])
     assert not _changed(before, snapshot(model.discriminator))  # stopped before the update
+
+
+def test_contrastive_loss_picks_own_caption_and_masks_shared_classes():
+    a, b, c = torch.eye(3)
+    img, txt = torch.stack([a, b, c]), torch.stack([a, b, c])
+    none = torch.zeros(3, 3, dtype=torch.bool)
+    assert contrastive_loss(img, txt, none, 0.1) < 1e-3
+    assert contrastive_loss(img, txt.roll(1, 0), none, 0.1) > 5.0  # wrong captions: large loss
+    # items 0 and 1 share a class and both images look like "a": unmasked, each row has two
+    # equally good captions (>= log 2); masked, the other same-class caption is not a negative
+    img, txt = torch.stack([a, a, c]), torch.stack([a, a, c])
+    assert contrastive_loss(img, txt, none, 0.1) > 0.4  # (2 log 2) / 3 = 0.46
+    same = torch.eye(3, dtype=torch.bool)
+    same[0, 1] = same[1, 0] = True
+    assert contrastive_loss(img, txt, same, 0.1) < 1e-3
+
+
+def test_contrastive_term_trains_generator(make_model, conds):
+    """contrastive_weight > 0: the G loss contains the term and its gradient reaches G;
+    = 0: D is built without the heads (no unused parameters under DDP)."""
+    assert not hasattr(make_model("gan").discriminator, "image_head")
+    model = make_model("gan", contrastive_weight=1.0)
+    c = model.prepare_cond(conds(4))
+    loss, stats = model.generator_loss(c, model.same_pairs({}, c))
+    assert stats["g_contrastive"] > 0
+    stats["g_contrastive"].backward()  # the term alone
+    assert model.generator.fc.weight.grad.abs().sum() > 0
+    assert model.discriminator.image_head.weight.grad.abs().sum() > 0  # (toggled off in training)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from t2ilab.models.base import Generator, TextConditionedModule
-from t2ilab.models.losses import GP_KINDS, gradient_penalty, hinge_fake, hinge_real
+from t2ilab.models.losses import GP_KINDS, contrastive_loss, gradient_penalty, hinge_fake, hinge_real
 from t2ilab.nets.diffaug import diff_augment, parse_policy
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ class GANModule(TextConditionedModule):
         gp_weight: weight of the gradient penalty (R1: gamma; DF-GAN uses 2 for MA-GP).
         diversity_weight: MSGAN mode-seeking weight (Mao et al. 2019; 0 = off): conditional
             generators tend to ignore z; costs +50% generator compute.
+        contrastive_weight: weight of LAFITE's contrastive term (Zhou et al. 2022; 0 = off): D's
+            image head must pick each real image's caption among the batch's (InfoNCE), and G is
+            trained so that its fakes pick theirs: a direct "draw what the caption says" signal.
+        contrastive_temperature: InfoNCE temperature.
         diffaug: DiffAugment policy, e.g. ``"color,translation,cutout"`` ("" = off).
         grad_clip: gradient-norm clip per optimiser; null = take ``trainer.gradient_clip_val``;
             0 = off.
@@ -60,7 +64,8 @@ class GANModule(TextConditionedModule):
     def __init__(self, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
                  optimizer_g: Callable | None = None, optimizer_d: Callable | None = None, z_dim: int = 128,
                  d_steps: int = 1, mismatch_weight: float = 0.5, gp: str = "none", gp_weight: float = 0.0,
-                 diversity_weight: float = 0.0, diffaug: str = "", grad_clip: float | None = None,
+                 diversity_weight: float = 0.0, contrastive_weight: float = 0.0,
+                 contrastive_temperature: float = 0.1, diffaug: str = "", grad_clip: float | None = None,
                  grad_clip_algorithm: str = "norm", **kwargs: Any):
         kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.0)
@@ -73,11 +78,12 @@ class GANModule(TextConditionedModule):
         self.z_dim, self.d_steps, self.mismatch_weight = int(z_dim), int(d_steps), float(mismatch_weight)
         self.gp, self.gp_weight = gp, float(gp_weight)
         self.diffaug, self.diversity_weight = parse_policy(diffaug), float(diversity_weight)
+        self.contrastive_weight, self.contrastive_temperature = float(contrastive_weight), float(contrastive_temperature)
         self.grad_clip, self.grad_clip_algorithm = grad_clip, grad_clip_algorithm
         self.optimizer_g, self.optimizer_d = optimizer_g or DEFAULT_OPTIMIZER, optimizer_d or DEFAULT_OPTIMIZER
         dims = dict(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size)
         self.generator = generator(z_dim=self.z_dim, **dims)
-        self.discriminator = discriminator(**dims)
+        self.discriminator = discriminator(**dims, **({} if self.contrastive_weight > 0 else {"contrastive_dim": 0}))
         self.init_ema(self.generator)
 
     # -- noise and augmentation ------------------------------------------------------------------
@@ -95,27 +101,36 @@ class GANModule(TextConditionedModule):
         return diff_augment(x, self.diffaug) if self.diffaug else x
 
     @staticmethod
-    def mismatch_mask(batch: dict, cond: torch.Tensor) -> torch.Tensor:
-        """(N,) bool: is (image i, caption i-1) really a mismatch? (label, else caption, differs)"""
-        differs = (cond != cond.roll(1, 0)).any(1)
+    def same_pairs(batch: dict, cond: torch.Tensor) -> torch.Tensor:
+        """(N, N) bool: do items i and j share a class label (else an identical caption)?"""
+        same = (cond[:, None, :] == cond[None, :, :]).all(-1)
         label = batch.get("label")
-        return differs & (label != label.roll(1, 0)).to(differs.device) if label is not None else differs
+        return same | (label[:, None] == label[None, :]).to(same.device) if label is not None else same
+
+    def contrastive(self, features: torch.Tensor, cond: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+        d = self.discriminator
+        return contrastive_loss(d.image_embedding(features), d.text_embedding(cond), same,
+                                self.contrastive_temperature)
 
     # -- losses -----------------------------------------------------------------------------------
-    def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor,
+    def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor, same: torch.Tensor,
                            gen: nn.Module | None = None, train: bool = True) -> tuple[torch.Tensor, dict]:
         """Hinge loss of D on (real, caption) vs (G(z, caption), caption) and, weighted,
-        (real, wrong caption); plus the gradient penalty when ``train``. One batched D call."""
+        (real, wrong caption); plus the gradient penalty and the contrastive term when ``train``.
+        One batched D call. ``same``: ``same_pairs`` of the batch."""
         n, gen = real.shape[0], gen or self.generator
         with torch.no_grad():
             fake = gen(self.sample_z(n), cond)
         use_gp = train and self.gp != "none" and self.gp_weight > 0
+        use_con = train and self.contrastive_weight > 0
         real_in = real.detach().requires_grad_(use_gp)
         cond_in = cond.detach().requires_grad_(use_gp and self.gp == "ma_gp")
+        mismatch = ~same.roll(1, 1).diagonal()
         use_mis = self.mismatch_weight > 0 and bool(mismatch.any())
         images = [real_in, fake] + ([real] if use_mis else [])
         conds = [cond_in, cond.detach()] + ([cond.detach().roll(1, 0)] if use_mis else [])
-        scores = self.discriminator(self.augment(torch.cat(images)) if train else torch.cat(images), torch.cat(conds))
+        scores, feats = self.discriminator(self.augment(torch.cat(images)) if train else torch.cat(images),
+                                           torch.cat(conds), return_features=True)
         s_real, s_fake = scores[:n], scores[n:2 * n]
         loss = hinge_real(s_real) + hinge_fake(s_fake)
         stats = {"d_real": s_real.mean(), "d_fake": s_fake.mean(), "gp": torch.zeros((), device=real.device)}
@@ -125,20 +140,28 @@ class GANModule(TextConditionedModule):
         if use_gp:
             gp = gradient_penalty(self.gp, s_real, [real_in, cond_in] if self.gp == "ma_gp" else [real_in])
             loss, stats["gp"] = loss + self.gp_weight * gp, gp
+        if use_con:
+            con = self.contrastive(feats[:n], cond.detach(), same)
+            loss, stats["d_contrastive"] = loss + self.contrastive_weight * con, con
         return loss, stats
 
-    def generator_loss(self, cond: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def generator_loss(self, cond: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """-E[D(G(z,c), c)]; with ``diversity_weight`` the first half of the captions is drawn twice
         (fresh z) and the MSGAN mode-seeking term w / (mean|G(z1,c)-G(z2,c)| / mean|z1-z2| + eps)
-        penalises a generator whose output ignores z."""
+        penalises a generator whose output ignores z; with ``contrastive_weight`` the fakes must
+        pick their own caption through D's contrastive heads."""
         n, h = cond.shape[0], cond.shape[0] // 2 if self.diversity_weight > 0 else 0
         cond = torch.cat([cond, cond[:h]])
         z = self.sample_z(n + h)
         fake = self.generator(z, cond)
-        loss, stats = -self.discriminator(self.augment(fake), cond).mean(), {}
+        scores, feats = self.discriminator(self.augment(fake), cond, return_features=True)
+        loss, stats = -scores.mean(), {}
         if h:
             ratio = (fake[:h] - fake[n:]).abs().mean() / (z[:h] - z[n:]).abs().mean()
             loss, stats["diversity"] = loss + self.diversity_weight / (ratio + 1e-5), ratio
+        if self.contrastive_weight > 0:
+            con = self.contrastive(feats[:n], cond[:n], same)
+            loss, stats["g_contrastive"] = loss + self.contrastive_weight * con, con
         return loss, stats
 
     # -- training ---------------------------------------------------------------------------------
@@ -147,13 +170,13 @@ class GANModule(TextConditionedModule):
         sched_g, sched_d = self.lr_schedulers()
         real, n = batch["image"], batch["image"].shape[0]
         cond = self.drop_cond(self.prepare_cond(batch["cond"]))
-        mismatch = self.mismatch_mask(batch, cond)
+        same = self.same_pairs(batch, cond)
         for _ in range(self.d_steps):
             with self.toggled_optimizer(opt_d):
-                d_loss, stats = self.discriminator_loss(real, cond, mismatch)
+                d_loss, stats = self.discriminator_loss(real, cond, same)
                 self._update(opt_d, sched_d, self.guard(d_loss, "train/d_loss"))
         with self.toggled_optimizer(opt_g):
-            g_loss, g_stats = self.generator_loss(cond)
+            g_loss, g_stats = self.generator_loss(cond, same)
             self._update(opt_g, sched_g, self.guard(g_loss, "train/g_loss"))
         self.update_ema()  # now, not at batch end: checkpoint callbacks of this batch run before that
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
@@ -174,7 +197,7 @@ class GANModule(TextConditionedModule):
         (+ weighted held-out mismatches), no augmentation or penalty. It tracks the D/G balance
         (about 2 + mismatch_weight when D cannot tell; near 0 when D wins or overfits), not quality."""
         cond = self.prepare_cond(batch["cond"])
-        loss, stats = self.discriminator_loss(batch["image"], cond, self.mismatch_mask(batch, cond),
+        loss, stats = self.discriminator_loss(batch["image"], cond, self.same_pairs(batch, cond),
                                               gen=self.sampling_net, train=False)
         values = {"val/loss": loss, "val/d_real": stats["d_real"], "val/d_fake": stats["d_fake"],
                   "val/g_loss": -stats["d_fake"]}

@@ -1,7 +1,7 @@
 """Loss terms of the GAN and VAE families (single-purpose functions, no state).
 
 GAN: hinge loss (Lim & Ye 2017; SAGAN/BigGAN), R1 (Mescheder et al. 2018) and DF-GAN's
-matching-aware zero-centred gradient penalty (Tao et al. 2022).
+matching-aware zero-centred gradient penalty (Tao et al. 2022), LAFITE's contrastive term.
 VAE: per-image negative log-likelihoods in nats (summed over pixels) and the Gaussian KL.
 """
 
@@ -49,6 +49,16 @@ def gradient_penalty(kind: str, scores: torch.Tensor, inputs: Sequence[torch.Ten
     if kind == "r1":
         return 0.5 * sq_norm.mean()
     return sq_norm.pow(MA_GP_POWER / 2).mean()  # ||g||^6 without sqrt (no NaN grad at 0)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, same: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Image-to-caption InfoNCE over a batch (LAFITE, Zhou et al. 2022): image i must pick its own
+    caption among the batch's. ``img``, ``txt``: unit-norm (N, D); ``same`` (N, N) bool marks pairs
+    that share a class / caption: those off-diagonal entries are left out (not false negatives)."""
+    logits = img @ txt.t() / float(temperature)
+    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same.to(logits.device) & ~eye, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
 
 # -- VAE --------------------------------------------------------------------------------------

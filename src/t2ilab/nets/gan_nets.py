@@ -76,6 +76,9 @@ class Discriminator(nn.Module):
         base_channels: width at full resolution (doubles per halving).
         max_channels: width cap.
         spectral_norm: SN on every layer (Miyato et al. 2018); keeps D 1-Lipschitz-ish.
+        contrastive_dim: size of the contrastive image/text heads (``image_embedding`` /
+            ``text_embedding``, LAFITE-style); 0 = no heads (the GAN passes 0 unless
+            ``model.contrastive_weight`` > 0, so DDP never sees unused parameters).
         mbstd_group: minibatch standard deviation (Karras et al. 2018) over contiguous groups of
             this many samples, appended as a feature map before the last block: lets D see a
             collapsed (z-ignoring) generator. Groups never straddle the real/fake parts of a
@@ -83,7 +86,8 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, base_channels: int = 32,
-                 max_channels: int = 256, spectral_norm: bool = True, mbstd_group: int = 0):
+                 max_channels: int = 256, spectral_norm: bool = True, mbstd_group: int = 0,
+                 contrastive_dim: int = 0):
         super().__init__()
         self.mbstd_group = int(mbstd_group)
         sizes = stage_plan(image_size)[::-1]
@@ -100,6 +104,9 @@ class Discriminator(nn.Module):
         self.embed = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, prev, bias=False))
         if spectral_norm:
             apply_spectral_norm(self)
+        if contrastive_dim:  # no SN: outputs are L2-normalised, their scale does not matter
+            self.image_head = nn.Linear(prev, int(contrastive_dim))
+            self.text_head = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, int(contrastive_dim)))
 
     def minibatch_std(self, h: torch.Tensor) -> torch.Tensor:
         """Append the mean per-feature std over each contiguous group of samples (one channel)."""
@@ -116,7 +123,17 @@ class Discriminator(nn.Module):
             h = self.minibatch_std(h)
         return F.leaky_relu(self.last(h), 0.2).sum(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, return_features: bool = False):
+        """(N,) scores; with ``return_features`` also phi(x) (N, C) for ``image_embedding``."""
         h = self.features(x)
-        return self.psi(h).squeeze(1) + (self.embed(cond) * h).sum(1)
+        score = self.psi(h).squeeze(1) + (self.embed(cond) * h).sum(1)
+        return (score, h) if return_features else score
+
+    def image_embedding(self, h: torch.Tensor) -> torch.Tensor:
+        """Unit-norm contrastive image embedding of trunk features phi(x)."""
+        return F.normalize(self.image_head(h), dim=1)
+
+    def text_embedding(self, cond: torch.Tensor) -> torch.Tensor:
+        """Unit-norm contrastive text embedding of caption embeddings."""
+        return F.normalize(self.text_head(cond), dim=1)
 
