@@ -3,11 +3,13 @@ checkpoint round-trip and the divergence guard (tiny nets, CPU)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from t2ilab.models.base import NonFiniteLossError
-from t2ilab.models.losses import contrastive_loss, gradient_penalty
+from t2ilab.models.losses import contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss, gradient_penalty
 from t2ilab.nets.diffaug import diff_augment
 
 
@@ -136,3 +138,31 @@ def test_contrastive_term_trains_generator(make_model, conds):
     stats["g_contrastive"].backward()  # the term alone
     assert model.generator.fc.weight.grad.abs().sum() > 0
     assert model.discriminator.image_head.weight.grad.abs().sum() > 0  # (toggled off in training)
+
+
+@pytest.mark.parametrize("kind", ["hinge", "ns"])
+def test_adversarial_losses(kind, make_model, fake_batch):
+    """Both losses: D's loss falls as it separates reals from fakes; G's loss falls as D is fooled."""
+    lo, hi = torch.full((4,), -3.0), torch.full((4,), 3.0)
+    assert d_real_loss(kind, hi) < d_real_loss(kind, lo) and d_fake_loss(kind, lo) < d_fake_loss(kind, hi)
+    assert g_adv_loss(kind, hi) < g_adv_loss(kind, lo)
+    if kind == "ns":  # logistic: at D = 0 each term is log 2; never exactly 0 (no hinge margin)
+        torch.testing.assert_close(d_real_loss(kind, torch.zeros(3)), torch.tensor(math.log(2)))
+        assert d_real_loss(kind, hi) > 0
+    else:
+        assert d_real_loss(kind, hi) == 0 and d_fake_loss(kind, lo) == 0
+    model = make_model("gan", adv_loss=kind)
+    c = model.prepare_cond(fake_batch()["cond"])
+    loss, _ = model.discriminator_loss(fake_batch()["image"], c, model.same_pairs({}, c), train=False)
+    assert torch.isfinite(loss)
+    with pytest.raises(Exception, match="adv_loss='wasserstein' unknown; choose one of"):
+        make_model("gan", adv_loss="wasserstein")  # (Hydra wraps the ValueError)
+
+
+def test_integer_betas_from_the_command_line(make_model):
+    """`model.optimizer_g.betas=[0,0.99]` composes to (int, float), which torch.optim.Adam rejects;
+    the optimisers are built with float betas instead."""
+    model = make_model("gan", optimizer_g={"betas": [0, 0.99]}, optimizer_d={"betas": [0, 0]})
+    (g, d) = model.configure_optimizers()
+    assert g["optimizer"].param_groups[0]["betas"] == (0.0, 0.99)
+    assert d["optimizer"].param_groups[0]["betas"] == (0.0, 0.0)

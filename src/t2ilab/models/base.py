@@ -198,7 +198,9 @@ class TextConditionedModule(L.LightningModule):
 
     def make_optimizer(self, params, factory: Callable | None = None) -> dict:
         factory = factory or self.optimizer_factory or torch.optim.AdamW
-        opt = factory(params=params)
+        kw = getattr(factory, "keywords", {})  # a CLI `betas=[0,0.99]` arrives as (int, float): torch refuses
+        betas = {"betas": tuple(float(b) for b in kw["betas"])} if kw.get("betas") is not None else {}
+        opt = factory(params=params, **betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.warmup_lambda())
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from t2ilab.models.base import Generator, TextConditionedModule
-from t2ilab.models.losses import GP_KINDS, contrastive_loss, gradient_penalty, hinge_fake, hinge_real
+from t2ilab.models.losses import (ADV_LOSSES, GP_KINDS, contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss,
+                                  gradient_penalty)
 from t2ilab.nets.diffaug import diff_augment, parse_policy
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class GANModule(TextConditionedModule):
         optimizer_g / optimizer_d: partial optimisers (default Adam lr 2e-4, betas (0.0, 0.9)).
         z_dim: noise size.
         d_steps: discriminator updates per generator update (each batch).
-        mismatch_weight: weight of the (real image, wrong caption) -> fake hinge term (0 = off).
+        adv_loss: ``hinge`` (default) or ``ns`` (non-saturating logistic, as StyleGAN).
+        mismatch_weight: weight of the (real image, wrong caption) -> fake term (0 = off).
             Wrong captions are the batch's captions rolled by one; pairs with the same class label
             (or the same caption) are left out.
         gp: ``none`` | ``r1`` (0.5 E||grad_x D||^2 on reals) | ``ma_gp`` (DF-GAN: E||grad_(x,c) D||^6
@@ -63,8 +65,8 @@ class GANModule(TextConditionedModule):
 
     def __init__(self, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
                  optimizer_g: Callable | None = None, optimizer_d: Callable | None = None, z_dim: int = 128,
-                 d_steps: int = 1, mismatch_weight: float = 0.5, gp: str = "none", gp_weight: float = 0.0,
-                 diversity_weight: float = 0.0, contrastive_weight: float = 0.0,
+                 d_steps: int = 1, adv_loss: str = "hinge", mismatch_weight: float = 0.5, gp: str = "none",
+                 gp_weight: float = 0.0, diversity_weight: float = 0.0, contrastive_weight: float = 0.0,
                  contrastive_temperature: float = 0.1, diffaug: str = "", grad_clip: float | None = None,
                  grad_clip_algorithm: str = "norm", **kwargs: Any):
         kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
@@ -72,11 +74,13 @@ class GANModule(TextConditionedModule):
         super().__init__(**kwargs)
         if gp not in GP_KINDS:
             raise ValueError(f"model.gp={gp!r} unknown; choose one of {list(GP_KINDS)}")
+        if adv_loss not in ADV_LOSSES:
+            raise ValueError(f"model.adv_loss={adv_loss!r} unknown; choose one of {list(ADV_LOSSES)}")
         if int(d_steps) < 1:
             raise ValueError(f"model.d_steps={d_steps} must be >= 1")
         self.automatic_optimization = False
         self.z_dim, self.d_steps, self.mismatch_weight = int(z_dim), int(d_steps), float(mismatch_weight)
-        self.gp, self.gp_weight = gp, float(gp_weight)
+        self.gp, self.gp_weight, self.adv_loss = gp, float(gp_weight), adv_loss
         self.diffaug, self.diversity_weight = parse_policy(diffaug), float(diversity_weight)
         self.contrastive_weight, self.contrastive_temperature = float(contrastive_weight), float(contrastive_temperature)
         self.grad_clip, self.grad_clip_algorithm = grad_clip, grad_clip_algorithm
@@ -115,7 +119,7 @@ class GANModule(TextConditionedModule):
     # -- losses -----------------------------------------------------------------------------------
     def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor, same: torch.Tensor,
                            gen: nn.Module | None = None, train: bool = True) -> tuple[torch.Tensor, dict]:
-        """Hinge loss of D on (real, caption) vs (G(z, caption), caption) and, weighted,
+        """Loss (``adv_loss``) of D on (real, caption) vs (G(z, caption), caption) and, weighted,
         (real, wrong caption); plus the gradient penalty and the contrastive term when ``train``.
         One batched D call. ``same``: ``same_pairs`` of the batch."""
         n, gen = real.shape[0], gen or self.generator
@@ -132,10 +136,12 @@ class GANModule(TextConditionedModule):
         scores, feats = self.discriminator(self.augment(torch.cat(images)) if train else torch.cat(images),
                                            torch.cat(conds), return_features=True)
         s_real, s_fake = scores[:n], scores[n:2 * n]
-        loss = hinge_real(s_real) + hinge_fake(s_fake)
+        loss = d_real_loss(self.adv_loss, s_real) + d_fake_loss(self.adv_loss, s_fake)
         stats = {"d_real": s_real.mean(), "d_fake": s_fake.mean(), "gp": torch.zeros((), device=real.device)}
+        if not train:
+            stats["fake_scores"] = s_fake
         if use_mis:
-            loss = loss + self.mismatch_weight * hinge_fake(scores[2 * n:], mismatch)
+            loss = loss + self.mismatch_weight * d_fake_loss(self.adv_loss, scores[2 * n:], mismatch)
             stats["d_mismatch"] = (scores[2 * n:] * mismatch).sum() / mismatch.sum()
         if use_gp:
             gp = gradient_penalty(self.gp, s_real, [real_in, cond_in] if self.gp == "ma_gp" else [real_in])
@@ -146,7 +152,7 @@ class GANModule(TextConditionedModule):
         return loss, stats
 
     def generator_loss(self, cond: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """-E[D(G(z,c), c)]; with ``diversity_weight`` the first half of the captions is drawn twice
+        """Adversarial loss of G(z, c) (hinge: -E[D(G(z,c), c)]); with ``diversity_weight`` the first half of the captions is drawn twice
         (fresh z) and the MSGAN mode-seeking term w / (mean|G(z1,c)-G(z2,c)| / mean|z1-z2| + eps)
         penalises a generator whose output ignores z; with ``contrastive_weight`` the fakes must
         pick their own caption through D's contrastive heads."""
@@ -155,7 +161,7 @@ class GANModule(TextConditionedModule):
         z = self.sample_z(n + h)
         fake = self.generator(z, cond)
         scores, feats = self.discriminator(self.augment(fake), cond, return_features=True)
-        loss, stats = -scores.mean(), {}
+        loss, stats = g_adv_loss(self.adv_loss, scores), {}
         if h:
             ratio = (fake[:h] - fake[n:]).abs().mean() / (z[:h] - z[n:]).abs().mean()
             loss, stats["diversity"] = loss + self.diversity_weight / (ratio + 1e-5), ratio
@@ -193,14 +199,15 @@ class GANModule(TextConditionedModule):
         sched.step()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """``val/loss`` = D's hinge loss on held-out (image, caption) pairs vs EMA-generator fakes
+        """``val/loss`` = D's loss (``adv_loss``) on held-out (image, caption) pairs vs EMA-generator fakes
         (+ weighted held-out mismatches), no augmentation or penalty. It tracks the D/G balance
-        (about 2 + mismatch_weight when D cannot tell; near 0 when D wins or overfits), not quality."""
+        (hinge: about 2 + mismatch_weight when D cannot tell; near 0 when D wins or overfits), not
+        quality. ``val/g_loss``: G's adversarial loss on those fakes."""
         cond = self.prepare_cond(batch["cond"])
         loss, stats = self.discriminator_loss(batch["image"], cond, self.same_pairs(batch, cond),
                                               gen=self.sampling_net, train=False)
         values = {"val/loss": loss, "val/d_real": stats["d_real"], "val/d_fake": stats["d_fake"],
-                  "val/g_loss": -stats["d_fake"]}
+                  "val/g_loss": g_adv_loss(self.adv_loss, stats["fake_scores"])}
         self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True, batch_size=cond.shape[0])
 
     # -- optimisers -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Loss terms of the GAN and VAE families (single-purpose functions, no state).
 
-GAN: hinge loss (Lim & Ye 2017; SAGAN/BigGAN), R1 (Mescheder et al. 2018) and DF-GAN's
+GAN: hinge loss (Lim & Ye 2017; SAGAN/BigGAN) or the non-saturating logistic loss, R1 (Mescheder et al. 2018) and DF-GAN's
 matching-aware zero-centred gradient penalty (Tao et al. 2022), LAFITE's contrastive term.
 VAE: per-image negative log-likelihoods in nats (summed over pixels) and the Gaussian KL.
 """
@@ -16,6 +16,24 @@ import torch.nn.functional as F
 GP_KINDS = ("none", "r1", "ma_gp")
 RECON_KINDS = ("mse", "bce", "gaussian", "laplace")
 MA_GP_POWER = 6  # DF-GAN: k * E[||grad||^p] with k=2, p=6
+
+
+ADV_LOSSES = ("hinge", "ns")
+
+
+def d_real_loss(kind: str, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """D's loss on samples it should call real: hinge E[relu(1 - D)] or logistic E[softplus(-D)]."""
+    return hinge_real(scores, mask) if kind == "hinge" else _masked_mean(F.softplus(-scores), mask)
+
+
+def d_fake_loss(kind: str, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """D's loss on samples it should call fake: hinge E[relu(1 + D)] or logistic E[softplus(D)]."""
+    return hinge_fake(scores, mask) if kind == "hinge" else _masked_mean(F.softplus(scores), mask)
+
+
+def g_adv_loss(kind: str, scores: torch.Tensor) -> torch.Tensor:
+    """G's loss: hinge -E[D] or the non-saturating E[softplus(-D)] (Goodfellow et al. 2014)."""
+    return -scores.mean() if kind == "hinge" else F.softplus(-scores).mean()
 
 
 def hinge_real(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
