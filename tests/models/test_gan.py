@@ -166,3 +166,43 @@ def test_integer_betas_from_the_command_line(make_model):
     (g, d) = model.configure_optimizers()
     assert g["optimizer"].param_groups[0]["betas"] == (0.0, 0.99)
     assert d["optimizer"].param_groups[0]["betas"] == (0.0, 0.0)
+
+
+def test_clamp_output_is_in_range_with_straight_through_gradient():
+    """output=clamp: D sees pixels in [-1, 1] like real ones (no out-of-range cue); pixels clamped
+    at the bound still get the gradient that moves them back into range (a plain clamp would freeze
+    them) but not one that pushes them further out (a plain straight-through lets them drift)."""
+    from t2ilab.nets.gan_nets import Generator
+
+    torch.manual_seed(0)
+    g = Generator(channels=3, cond_dim=8, image_size=16, z_dim=8, base_channels=8, max_channels=16,
+                  emb_dim=8, output="clamp")
+    with torch.no_grad():
+        g.out[-1].bias.fill_(3.0)  # push every pixel far above +1
+    x = g(torch.randn(2, 8), torch.randn(2, 8))
+    assert x.min() >= -1.0 and x.max() <= 1.0 and (x == 1.0).float().mean() > 0.9
+    x.sum().backward()  # descent lowers every pixel: all pass
+    assert (g.out[-1].bias.grad > 0).all()
+    g.zero_grad()
+    x = g(torch.randn(2, 8), torch.randn(2, 8))
+    (-x).sum().backward()  # descent would raise pixels already above +1: blocked
+    in_range = (x < 1.0).float().sum()
+    assert g.out[-1].bias.grad.abs().sum() <= in_range + 1e-4
+    with pytest.raises(ValueError, match="output"):
+        Generator(cond_dim=8, image_size=16, output="sigmoid")
+
+
+def test_cond_input_puts_the_caption_into_the_first_map():
+    """cond_input=true: the smallest feature map (before any modulation) depends on the caption;
+    without it, that map is a function of z alone."""
+    from t2ilab.nets.gan_nets import Generator
+
+    z, c1, c2 = torch.randn(2, 8), torch.randn(2, 8), torch.randn(2, 8)
+    for cond_input in (False, True):
+        torch.manual_seed(0)
+        g = Generator(cond_dim=8, image_size=16, z_dim=8, base_channels=8, max_channels=16, emb_dim=8,
+                      cond_input=cond_input)
+        maps = []
+        g.fc.register_forward_hook(lambda mod, inp, out: maps.append(out))
+        g(z, c1), g(z, c2)
+        assert torch.equal(maps[0], maps[1]) != cond_input

@@ -48,16 +48,23 @@ class CondUpNet(nn.Module):
         max_channels: width cap.
         emb_dim: size of the modulation embedding.
         num_res_blocks: AdaGN ResBlocks per resolution.
+        cond_input: also feed the caption embedding into the first linear layer (the smallest map
+            is then a function of (z, caption), not z alone): modulation is channel-wise, so
+            without it the caption reaches the spatial layout only indirectly.
+        identity_init: start every ResBlock as the identity (zero last conv, as in the UNet); False
+            re-initialises those convs with PyTorch's default init.
     """
 
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, z_dim: int = 128,
-                 base_channels: int = 32, max_channels: int = 256, emb_dim: int = 128, num_res_blocks: int = 1):
+                 base_channels: int = 32, max_channels: int = 256, emb_dim: int = 128, num_res_blocks: int = 1,
+                 cond_input: bool = False, identity_init: bool = True):
         super().__init__()
         self.sizes = stage_plan(image_size)
         widths = [stage_width(s, image_size, base_channels, max_channels) for s in self.sizes]
         self.z_dim, self.s0, self.c0 = int(z_dim), self.sizes[0], widths[0]
         self.cond_mlp, self.z_emb = CondMLP(cond_dim, emb_dim), nn.Linear(z_dim, emb_dim)
-        self.fc = nn.Linear(z_dim, widths[0] * self.s0 * self.s0)
+        self.cond_input = bool(cond_input)
+        self.fc = nn.Linear(z_dim + (emb_dim if cond_input else 0), widths[0] * self.s0 * self.s0)
         self.stages = nn.ModuleList()
         prev = widths[0]
         for w in widths:
@@ -65,11 +72,16 @@ class CondUpNet(nn.Module):
                                               for i in range(num_res_blocks)]))
             prev = w
         self.out = nn.Sequential(group_norm(prev), nn.SiLU(), nn.Conv2d(prev, channels, 3, padding=1))
+        if not identity_init:
+            for blocks in self.stages:
+                for block in blocks:
+                    block.conv2.reset_parameters()
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """z: (N, z_dim); cond: (N, cond_dim) -> (N, channels, image_size, image_size), unbounded."""
-        emb = self.cond_mlp(cond) + self.z_emb(z)
-        h = self.fc(z).view(z.shape[0], self.c0, self.s0, self.s0)
+        c = self.cond_mlp(cond)
+        emb = c + self.z_emb(z)
+        h = self.fc(torch.cat([z, c], dim=1) if self.cond_input else z).view(z.shape[0], self.c0, self.s0, self.s0)
         for i, blocks in enumerate(self.stages):
             if i > 0:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")

@@ -27,24 +27,46 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+class _InwardClamp(torch.autograd.Function):
+    """Clamp to [-1, 1]; backward passes the gradient straight through where the pixel is in range
+    or where the step would move it back towards the range (never further out). A plain clamp
+    would freeze out-of-range pixels; a plain straight-through lets them drift without bound."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # gradient descent moves x by -grad: above +1 only a positive grad lowers it, below -1 a negative
+        keep = ((x >= -1) & (x <= 1)) | ((x > 1) & (grad > 0)) | ((x < -1) & (grad < 0))
+        return grad * keep
+
+
 class Generator(CondUpNet):
     """(z, caption) -> image in [-1,1] space. Args: those of ``CondUpNet`` plus
         spectral_norm: SN on every layer (BigGAN does this; optional here).
-        output: ``linear`` (StyleGAN's choice; ``generate`` clamps) or ``tanh``. Linear can hit
-            exact +-1: with tanh, saturated backgrounds (white shapes canvas, black Fashion-MNIST)
-            stay a little off and D separates real from fake by the background alone.
+        output: ``clamp`` (linear, clamped to [-1, 1] in the forward pass; the gradient passes
+            straight through unless it would push a pixel further out, see ``_InwardClamp``), ``linear`` (StyleGAN's choice; ``generate`` clamps) or ``tanh``. With tanh,
+            saturated backgrounds (white shapes canvas, black Fashion-MNIST) stay a little off;
+            with linear, they overshoot (measured: 45 % of pixels > 1 after 1500 shapes batches).
+            Either way D separates real from fake by out-of-range or noisy backgrounds alone.
     """
 
-    def __init__(self, *args, spectral_norm: bool = False, output: str = "linear", **kwargs):
+    def __init__(self, *args, spectral_norm: bool = False, output: str = "clamp", **kwargs):
         super().__init__(*args, **kwargs)
-        if output not in ("linear", "tanh"):
-            raise ValueError(f"generator output={output!r}; choose linear or tanh")
+        if output not in ("clamp", "linear", "tanh"):
+            raise ValueError(f"generator output={output!r}; choose clamp, linear or tanh")
         self.output = output
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = super().forward(z, cond)
+        if self.output == "clamp":  # D sees pixels in range, like real ones
+            return _InwardClamp.apply(x)
         return torch.tanh(x) if self.output == "tanh" else x
 
 
