@@ -65,6 +65,10 @@ class SampleGridCallback(L.Callback):
         log.info("sample grid at step %d -> %s", step, out)
         return out
 
+    def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
+        # resumed run: the interval already drawn before the checkpoint is not drawn again
+        self._last_bucket = trainer.global_step // self.every_n_steps if self.every_n_steps > 0 else 0
+
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         # bucket crossing, not step % n == 0: with manual optimisation (GAN: two optimiser steps
         # per batch) global_step can jump over exact multiples
