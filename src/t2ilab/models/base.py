@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -25,6 +25,13 @@ from t2ilab.models.ema import EMA
 log = logging.getLogger(__name__)
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise a clear error for a config value that is not one of ``choices`` (``model.<key>``)."""
+    choices = list(choices)
+    if value not in choices:
+        raise ValueError(f"model.{key}={value!r} unknown; choose one of {choices}")
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from t2ilab.models.base import Generator, TextConditionedModule
+from t2ilab.models.base import Generator, TextConditionedModule, check_choice
 from t2ilab.models.losses import (ADV_LOSSES, GP_KINDS, contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss,
                                   gradient_penalty)
 from t2ilab.nets.diffaug import diff_augment, parse_policy
@@ -72,10 +72,8 @@ class GANModule(TextConditionedModule):
         kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.0)
         super().__init__(**kwargs)
-        if gp not in GP_KINDS:
-            raise ValueError(f"model.gp={gp!r} unknown; choose one of {list(GP_KINDS)}")
-        if adv_loss not in ADV_LOSSES:
-            raise ValueError(f"model.adv_loss={adv_loss!r} unknown; choose one of {list(ADV_LOSSES)}")
+        check_choice("gp", gp, GP_KINDS)
+        check_choice("adv_loss", adv_loss, ADV_LOSSES)
         if int(d_steps) < 1:
             raise ValueError(f"model.d_steps={d_steps} must be >= 1")
         self.automatic_optimization = False
@@ -107,7 +105,8 @@ class GANModule(TextConditionedModule):
     @staticmethod
     def same_pairs(batch: dict, cond: torch.Tensor) -> torch.Tensor:
         """(N, N) bool: do items i and j share a class label (else an identical caption)?"""
-        same = (cond[:, None, :] == cond[None, :, :]).all(-1)
+        ids = torch.unique(cond, dim=0, return_inverse=True)[1]  # caption id per row: no (N, N, D) compare
+        same = ids[:, None] == ids[None, :]
         label = batch.get("label")
         return same | (label[:, None] == label[None, :]).to(same.device) if label is not None else same
 
