@@ -79,18 +79,22 @@ def test_same_seed_same_numbers_and_sharding_equals_one_process(run_eval, shapes
         compute(ev, {k: torch.cat([s[k] for s in shards]) for k in shards[0]})
 
 
+@pytest.mark.parametrize("classifier", [False, True])
 def test_second_evaluation_reads_no_real_images(shapes_dm, tmp_path, standin, noise_model, metrics_cfg,
-                                                monkeypatch):
+                                                monkeypatch, classifier):
     counting = CountingDataset(shapes_dm.dataset("val"))
     monkeypatch.setitem(shapes_dm.datasets, "val", counting)
-    cfg = metrics_cfg(prompt_accuracy=False)
+    cfg = metrics_cfg(prompt_accuracy=classifier, classifier_fd=classifier)
     first = standin(0)
     r1 = Evaluator(cfg, shapes_dm, str(tmp_path), feature_extractor=first).evaluate(noise_model(64))
-    assert counting.reads == 96 and first.images_seen == 96 + 48  # real once + generated
+    # real images: Inception reference once (+ classifier held-out accuracy and classifier_fd statistics)
+    assert counting.reads == 96 * (3 if classifier else 1) and first.images_seen == 96 + 48
     counting.reads, second = 0, standin(0)
     r2 = Evaluator(cfg, shapes_dm, str(tmp_path), feature_extractor=second).evaluate(noise_model(64))
     assert counting.reads == 0 and second.images_seen == 48  # cache hit: only the generated images
     assert r2["fid"] == pytest.approx(r1["fid"], rel=1e-9)
+    if classifier:  # the cached real classifier statistics give the same distance
+        assert r2["classifier_fd"] == pytest.approx(r1["classifier_fd"], rel=1e-9) and r1["classifier_fd"] > 0
 
 
 def test_reference_key_changes_with_what_defines_the_statistics(shapes_dm, standin, tmp_path):

@@ -134,7 +134,14 @@ class ReferenceClassifier:
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """uint8 images (N,C,H,W) -> predicted labels (N,) long on CPU.
+        """uint8 images (N,C,H,W) -> predicted labels (N,) long on CPU."""
+        return self.classify(images, batch_size)[0]
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N,C,H,W) -> (predicted labels (N,) long, penultimate features (N,F) float),
+        both on CPU. The features (the flattened conv trunk, before dropout and the linear head)
+        feed ``classifier_fd``, a Frechet distance in this in-domain feature space.
 
         Args:
             images: uint8 tensor at the classifier's resolution/channels.
@@ -144,8 +151,21 @@ class ReferenceClassifier:
         want = (self.shape["channels"], self.shape["image_size"], self.shape["image_size"])
         if tuple(images.shape[1:]) != want:
             raise ValueError(f"reference classifier expects images {want}, got {tuple(images.shape[1:])}")
-        preds = [self.net(_scale(c.to(self.device))).argmax(1).cpu() for c in images.split(batch_size)]
-        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        trunk, head = self.net[:-2], self.net[-1]  # [..., Flatten] | Dropout (identity in eval) | Linear
+        preds, feats = [], []
+        for c in images.split(batch_size):
+            f = trunk(_scale(c.to(self.device)))
+            preds.append(head(f).argmax(1).cpu())
+            feats.append(f.float().cpu())
+        if not preds:
+            return torch.empty(0, dtype=torch.long), torch.empty(0, self.feature_dim)
+        return torch.cat(preds), torch.cat(feats)
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the penultimate features returned by ``classify``."""
+        assert self.net is not None, "call load_or_train first"
+        return int(self.net[-1].in_features)
 
 
 def _stack(ds: Any, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from t2ilab.encoders.errors import WeightsUnavailableError
+from t2ilab.evaluation import fidelity as fm
 from t2ilab.evaluation.images import SampleWriter, stack_images, to_uint8
 from t2ilab.evaluation.plan import SamplePlan
 from t2ilab.evaluation.reference import ReferenceStats, dataset_identity
@@ -93,6 +94,7 @@ class Evaluator:
         self.dm, self.cache_dir = datamodule, cache_dir
         self.skipped: dict[str, str] = {}
         self.clip = self.classifier = self.reference = None
+        self.classifier_real: dict[str, torch.Tensor] | None = None  # Frechet stats of real classifier features
         self.inception = feature_extractor
         self.device: torch.device | None = None
         self._plan: SamplePlan | None = None
@@ -142,7 +144,7 @@ class Evaluator:
                 self.clip = ClipScorer(s.clip, self.cache_dir, self.device)
             except WeightsUnavailableError as e:
                 self._unavailable(("clip_score",), e)
-        if s.prompt_accuracy and "classifier" not in self._ready:
+        if (s.prompt_accuracy or s.classifier_fd) and "classifier" not in self._ready:
             self._ready.add("classifier")
             self._prepare_classifier(ds)
         if reference and self.inception is not None and self.reference is None:
@@ -156,10 +158,10 @@ class Evaluator:
         from t2ilab.evaluation.classifier import ReferenceClassifier
 
         if not getattr(ds, "has_labels", False):
-            self.skipped["prompt_accuracy"] = f"the {self.s.split!r} split of {type(self.dm).__name__} has no labels"
+            self._skip_classifier(f"the {self.s.split!r} split of {type(self.dm).__name__} has no labels")
             return
         if not self.plan.label_ok.any():
-            self.skipped["prompt_accuracy"] = "no evaluation prompt states the attributes that define its label"
+            self._skip_classifier("no evaluation prompt states the attributes that define its label")
             return
         names = getattr(ds, "class_names", None) or getattr(self.dm, "class_names", None)
         num_classes = len(names) if names else int(max(ds.label(i) for i in range(len(ds)))) + 1
@@ -171,6 +173,27 @@ class Evaluator:
             epochs=c["epochs"], max_train=c["max_train"], batch_size=c["batch_size"], lr=c["lr"],
             width=c["width"], seed=c["seed"], device=self.device,
         ).load_or_train(lambda: self.dm.dataset("train"), ds)
+        if self.s.classifier_fd:
+            self.classifier_real = self._classifier_real_stats(ds)
+
+    def _classifier_real_stats(self, ds: Any) -> dict[str, torch.Tensor]:
+        """Frechet statistics of the real evaluation split (or its seeded ``num_reference`` subset) in
+        the classifier's feature space; cached beside the classifier (the key pins the split)."""
+        from t2ilab.evaluation.reference import atomic_torch_save
+
+        n = self.s.num_reference if self.s.num_reference is not None and self.s.num_reference < len(ds) else None
+        path = self.classifier.path.with_name(f"{self.classifier.key}_fd_{n or 'all'}_s{self.s.seed}.pt")
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        idx = np.arange(len(ds)) if n is None else np.sort(np.random.default_rng(self.s.seed).permutation(len(ds))[:n])
+        with full_precision():
+            stats = fm.frechet_stats(self.classifier.classify(stack_images(ds, idx))[1])
+        atomic_torch_save(stats, path)
+        return stats
+
+    def _skip_classifier(self, reason: str) -> None:
+        for m in ("prompt_accuracy", "classifier_fd"):
+            self.skipped[m] = reason
 
     # ------------------------------------------------------------------ generation (every rank)
     @torch.no_grad()
@@ -196,6 +219,8 @@ class Evaluator:
             rec["clip"] = torch.zeros(slots)
         if self.classifier is not None:
             rec["pred"] = torch.full((slots,), -1, dtype=torch.long)
+            if self.s.classifier_fd:
+                rec["clf_features"] = torch.zeros(slots, self.classifier.feature_dim)
         self.sampling_used = {**getattr(model, "sampling_defaults", {}), **self.s.sampling}
         timer, pos, self.thumbnails = StageTimer(dev), 0, {}
         for c in plan.chunks_of(rank, world_size):
@@ -231,7 +256,9 @@ class Evaluator:
                 rec["clip"][sl] = self.clip.score(u8, text_emb[idx])
         if self.classifier is not None:
             with timer("classifier"):
-                rec["pred"][sl] = self.classifier.predict(u8)
+                rec["pred"][sl], feats = self.classifier.classify(u8)
+                if "clf_features" in rec:
+                    rec["clf_features"][sl] = feats
 
     def _check_shape(self, u8: torch.Tensor) -> None:
         # Inception would silently resize anything: refuse to compare different resolutions/channels

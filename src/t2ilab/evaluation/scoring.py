@@ -41,6 +41,8 @@ def compute(ev: Any, rec: dict[str, torch.Tensor]) -> dict[str, Any]:
         out["prompt_accuracy"] = float((got["pred"][ok] == labels[ok]).float().mean())
         out["prompt_accuracy_n"] = int(ok.sum())
         out["classifier_heldout_accuracy"] = ev.classifier.heldout_accuracy
+    if "clf_features" in got and ev.classifier_real is not None:
+        out["classifier_fd"] = fm.frechet_distance(fm.frechet_stats(got["clf_features"]), ev.classifier_real)
     out["nonfinite_fraction"] = float(got["nonfinite"].mean())
     if out["nonfinite_fraction"] > 0:
         log.error("%.2g%% of generated pixels are NaN/inf (mapped to 0)", 100 * out["nonfinite_fraction"])

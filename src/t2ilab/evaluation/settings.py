@@ -36,6 +36,7 @@ class MetricsSettings:
     prc: bool = True
     clip_score: bool = True
     prompt_accuracy: bool = True
+    classifier_fd: bool = True
     kid_subset_size: int = 1000
     kid_subsets: int = 100
     isc_splits: int = 10
