@@ -124,9 +124,11 @@ def test_unconditional_branch_produces_the_data_mixture(trained):
     assert share.min() > 0.08 and share.max() < 0.8, f"unconditional samples are not a mixture of the classes: shares {share.tolist()}"
 
 
-def reference_ddim(model, cond: torch.Tensor, noise: torch.Tensor, num_steps: int, guidance: float) -> torch.Tensor:
+def reference_ddim(model, cond: torch.Tensor, noise: torch.Tensor, num_steps: int, guidance: float,
+                   clip_x0: bool = False) -> torch.Tensor:
     """A straightforward DDIM (eta = 0) from the training schedule, trailing timesteps, guidance in
-    epsilon space, no clipping; written from the equations, not from diffusers."""
+    epsilon space; with ``clip_x0`` the predicted x0 is clamped and eps recomputed from it (a
+    consistent pair). Written from the equations, not from diffusers."""
     ac = model.noise_scheduler.alphas_cumprod.double()
     T = len(ac)
     ts = [int(round(t)) - 1 for t in torch.arange(T, 0, -T / num_steps).tolist()]
@@ -142,20 +144,24 @@ def reference_ddim(model, cond: torch.Tensor, noise: torch.Tensor, num_steps: in
             outs = [a.sqrt() * o + (1 - a).sqrt() * x for o in outs]
         eps = outs[1] + guidance * (outs[0] - outs[1])
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
     return x.float().add(1).div(2).clamp(0, 1)
 
 
-@pytest.mark.parametrize("guidance", [1.0, 4.0])
+@pytest.mark.parametrize(("guidance", "clip_x0"), [(1.0, False), (4.0, False), (4.0, True)])
 @pytest.mark.parametrize("which", ["trained", "trained_eps"])
-def test_sampler_matches_a_reference_ddim_loop(which, guidance, request):
+def test_sampler_matches_a_reference_ddim_loop(which, guidance, clip_x0, request):
     model, class_emb = request.getfixturevalue(which)
     cond = class_emb[torch.tensor([0, 1, 2, 0])]
     steps = 8
-    got = model.generate(cond, generator=gens(4, seed=7), num_steps=steps, guidance_scale=guidance)
+    got = model.generate(cond, generator=gens(4, seed=7), num_steps=steps, guidance_scale=guidance,
+                         clip_x0=clip_x0)
     noise = torch.stack([torch.randn(3, SIZE, SIZE, generator=g) for g in gens(4, seed=7)])
     with torch.no_grad():
-        want = reference_ddim(model, cond, noise, steps, guidance)
+        want = reference_ddim(model, cond, noise, steps, guidance, clip_x0)
     err = (got - want).abs().max().item()
-    assert err < 2e-3, f"{model.prediction} guidance {guidance}: max |project - reference| = {err:.2e}"
+    assert err < 2e-3, f"{model.prediction} w={guidance} clip_x0={clip_x0}: max |project - reference| = {err:.2e}"
     assert math.isfinite(err)
