@@ -57,6 +57,8 @@ def test_train_writes_config_manifest_checkpoints_and_grid(trained):
     assert {p.name for p in (trained / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "step=0000004.ckpt"}
     grid = Image.open(trained / "samples" / "grid_step0000004.png")
     assert grid.width > 32 * 2 and grid.height > 32 * 2  # 2 prompts x 2 images + caption strip
+    done = json.loads((trained / "COMPLETE").read_text())  # a finished run says so; FAILED never coexists
+    assert done["step"] == 4 and not (trained / "FAILED").exists()
 
 
 def test_wandb_offline_run_has_the_logged_values_and_config(trained):
@@ -72,6 +74,7 @@ def test_wandb_offline_run_has_the_logged_values_and_config(trained):
     assert len([row for row in logged["history"] if "train/loss" in row]) >= 3
     assert config["model"]["net"]["base_channels"] == 16
     assert config["manifest"]["seed"] == 3 and config["manifest"]["git"]["sha"]
+    assert logged["exit_code"] == 0
 
 
 def test_resume_continues_the_same_wandb_run_and_keeps_ema(trained, tmp_path):

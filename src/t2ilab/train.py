@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from t2ilab.tracking import run_status
 from t2ilab.utils.config import CONF_DIR, show_and_save_config
 
 log = logging.getLogger("t2ilab.train")
@@ -52,19 +53,23 @@ def train(cfg: DictConfig) -> float | None:
     manifest = build_manifest(config, cfg.seed)
     write_manifest(run_dir, manifest)
 
-    L.seed_everything(cfg.seed, workers=True)
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
-    encoder = build_encoder(cfg.encoder)
-    datamodule = build_datamodule(cfg.data, encoder)
-    model = build_model(cfg.model, encoder.dim)
-    model.run_config = config
+    loggers: list[Any] = []
+    trainer: L.Trainer | None = None
+    try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
+        L.seed_everything(cfg.seed, workers=True)
+        if torch.cuda.is_available():
+            torch.set_float32_matmul_precision("high")
+        encoder = build_encoder(cfg.encoder)
+        datamodule = build_datamodule(cfg.data, encoder)
+        model = build_model(cfg.model, encoder.dim)
+        model.run_config = config
 
-    loggers = instantiate_group(cfg.logger)
-    for lg in loggers:
-        lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=loggers or False)
-    try:
+        loggers = instantiate_group(cfg.logger)
+        for lg in loggers:
+            lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
+        callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers))
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_status.InterruptCheckpoint()],
+                              logger=loggers or False)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
             from t2ilab.sample import write_samples
@@ -73,10 +78,28 @@ def train(cfg: DictConfig) -> float | None:
             model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after fit
             write_samples(model, datamodule.encode(prompts), prompts, Path(run_dir) / "samples" / "final",
                           num_per_prompt=4, seed=0)
-    finally:
-        finish_wandb(loggers)
+    except BaseException as e:  # noqa: BLE001 - every ending is recorded, then re-raised non-zero
+        code, reason = run_status.record_failure(run_dir, e, trainer.global_step if trainer is not None else None)
+        finish_wandb(loggers, exit_code=code, reason=reason)
+        if isinstance(e, SystemExit) or isinstance(e, KeyboardInterrupt):
+            raise SystemExit(code) from e  # SIGTERM would otherwise exit 0
+        raise
+    run_status.mark(run_dir, "COMPLETE", step=trainer.global_step)
+    finish_wandb(loggers)
     value = trainer.callback_metrics.get(cfg.optimized_metric)
     return float(value) if value is not None else None
+
+
+def _usable_callbacks(callbacks: list[Any], have_logger: bool) -> list[Any]:
+    """Drop callbacks that need an experiment logger when there is none (``logger=none``)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    if have_logger:
+        return callbacks
+    dropped = [type(c).__name__ for c in callbacks if isinstance(c, LearningRateMonitor)]
+    if dropped:
+        log.info("logger=none: dropping %s (it needs a logger)", ", ".join(dropped))
+    return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
 
 def _final_prompts(cfg: DictConfig, datamodule: Any) -> list[str]:

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from t2ilab.models import resume
 from t2ilab.models.ema import EMA
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class TextConditionedModule(L.LightningModule):
         self.ema: EMA | None = None
         self._ema_step = -1  # global step of the last EMA update (one update per step)
         self.run_config: dict | None = None  # the composed run config; saved in every checkpoint
+        self._configured_hparams: dict[int, list[dict]] = {}  # id(optimizer) -> configured hyper-parameters
+        self._ckpt_config: dict | None = None  # run config stored in the checkpoint being resumed
 
     # -- conditioning -------------------------------------------------------------------------
     @property
@@ -209,6 +212,7 @@ class TextConditionedModule(L.LightningModule):
         betas = {"betas": tuple(float(b) for b in kw["betas"])} if kw.get("betas") is not None else {}
         opt = factory(params=params, **betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.warmup_lambda())
+        self._configured_hparams[id(opt)] = resume.record(opt)  # re-applied after a resume restores old state
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_optimizers(self) -> Any:
@@ -221,6 +225,17 @@ class TextConditionedModule(L.LightningModule):
         table = dm.embedding_table() if dm is not None and hasattr(dm, "embedding_table") else None
         if table is not None:
             self.set_cond_mean(table)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._ckpt_config = (checkpoint.get("t2ilab") or {}).get("config")
+
+    def on_train_start(self) -> None:
+        """After a resume restored the optimiser state: the composed config's optimiser values
+        (lr, weight decay, betas, ...) take effect, and every change is logged (models/resume.py)."""
+        if self.trainer.ckpt_path:
+            resume.apply(self.trainer.optimizers, [c.scheduler for c in self.trainer.lr_scheduler_configs],
+                         self._configured_hparams)
+            resume.config_changes(self._ckpt_config, self.run_config)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         import t2ilab

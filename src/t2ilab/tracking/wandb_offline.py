@@ -65,13 +65,14 @@ def _key(item: Any) -> str:
 
 
 def read_offline_run(path: str | Path) -> dict[str, Any]:
-    """``{"id", "config", "summary", "history"}`` of an offline run (values JSON-decoded).
+    """``{"id", "config", "summary", "history", "exit_code"}`` of an offline run (values JSON-decoded;
+    ``exit_code`` is None when the run was never finished, e.g. killed with -9).
 
     ``summary`` merges the explicit summary updates over the last value of every history key
     (what the W&B UI shows); ``history`` is the list of logged rows."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run_id, config, summary, history = None, {}, {}, []
+    run_id, config, summary, history, exit_code = None, {}, {}, [], None
     for payload in _payloads(find_run_file(path).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
@@ -85,10 +86,12 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
             row = {_key(i): json.loads(i.value_json) for i in rec.history.item}
             history.append(row)
             summary.update({k: v for k, v in row.items() if not k.startswith("_")})
+        elif kind == "exit":
+            exit_code = int(rec.exit.exit_code)
         elif kind == "summary":
             summary.update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
     config = {k: v["value"] if isinstance(v, dict) and set(v) >= {"value"} else v for k, v in config.items()}
-    return {"id": run_id, "config": config, "summary": summary, "history": history}
+    return {"id": run_id, "config": config, "summary": summary, "history": history, "exit_code": exit_code}
 
 
 if __name__ == "__main__":

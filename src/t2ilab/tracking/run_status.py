@@ -1,0 +1,111 @@
+"""How a run ended, recorded so that tools (and people) can tell success from failure.
+
+* ``COMPLETE`` or ``FAILED`` (JSON: status, reason, step, time) in the run dir — exactly one;
+* SIGTERM (cluster preemption / time limit) and SIGINT (Ctrl-C) first write ``last.ckpt`` of the
+  current step (atomically: temp file + rename), then the process exits non-zero
+  (128 + signal number, the shell convention), never 0;
+* the exit code and reason go to the W&B run (``finish_wandb``) and to train.log.
+
+Lightning turns SIGTERM into ``SIGTERMException`` — a ``SystemExit`` without a code, i.e. exit
+status 0 — and Ctrl-C into ``sys.exit(1)`` after its own cleanup; ``exit_code`` maps both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+MARKERS = ("COMPLETE", "FAILED")
+
+
+def exit_code(exc: BaseException) -> int:
+    """The process exit status a run that ended with ``exc`` must have (never 0)."""
+    if isinstance(exc, SIGTERMException):
+        return 128 + int(signal.SIGTERM)
+    if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+        return 128 + int(signal.SIGINT)  # Lightning turns Ctrl-C into sys.exit(1) after its cleanup
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        return code if isinstance(code, int) and code != 0 else 1
+    return 1
+
+
+def describe(exc: BaseException, step: int | None) -> str:
+    """One line: what ended the run, at which global step."""
+    if isinstance(exc, SIGTERMException):
+        what = "SIGTERM (preempted or killed by the scheduler)"
+    elif isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+        what = "SIGINT (interrupted)"
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    return f"{what} at global step {step}" if step is not None else what
+
+
+def mark(run_dir: str | os.PathLike, status: str, reason: str | None = None, step: int | None = None) -> Path:
+    """Write ``<run_dir>/<status>`` (COMPLETE or FAILED) and remove the other marker."""
+    if status not in MARKERS:
+        raise ValueError(f"status must be one of {MARKERS}, got {status!r}")
+    run_dir = Path(run_dir)
+    for other in MARKERS:
+        (run_dir / other).unlink(missing_ok=True)
+    path = run_dir / status
+    path.write_text(json.dumps({"status": status, "reason": reason, "step": step,
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    return path
+
+
+class InterruptCheckpoint(L.Callback):
+    """On SIGTERM / SIGINT, save ``last.ckpt`` of the current step (atomically) before the process
+    exits, so ``ckpt_path=<run>/checkpoints/last.ckpt`` (or a requeue) continues from there."""
+
+    def __init__(self) -> None:
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return  # errors (NaN guard, bad data, ...) keep the last good checkpoint instead
+        ck = trainer.checkpoint_callback
+        dirpath = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints")
+        dirpath.mkdir(parents=True, exist_ok=True)
+        final = dirpath / "last.ckpt"
+        tmp = dirpath / f".last.ckpt.{os.getpid()}.tmp"
+        try:
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, final)
+                self.saved = final
+                log.warning("interrupted at global step %d: checkpoint written to %s", trainer.global_step, final)
+        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
+            log.error("could not write the interrupt checkpoint (%s: %s); the last periodic one is kept",
+                      type(e).__name__, e)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | None) -> tuple[int, str]:
+    """Log the failure to train.log, write FAILED; returns (exit code, reason)."""
+    reason = describe(exc, step)
+    quiet = isinstance(exc, (SystemExit, KeyboardInterrupt))
+    log.error("run FAILED: %s", reason, exc_info=None if quiet else exc)
+    mark(run_dir, "FAILED", reason, step)
+    return exit_code(exc), reason
+
+
+def status_of(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker's content, or None while the run is running (or was killed with -9)."""
+    for m in MARKERS:
+        p = Path(run_dir) / m
+        if p.is_file():
+            return json.loads(p.read_text())
+    return None

@@ -1,0 +1,88 @@
+"""How runs end (issue 11): a finished run is COMPLETE, every other ending is FAILED with its
+reason in the marker, train.log and the W&B run (non-zero exit code); SIGTERM writes a
+checkpoint of the current step first and the process exits 143, never 0; ``logger=none`` trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from t2ilab.tracking import run_status
+from t2ilab.tracking.wandb_offline import read_offline_run
+from test_entrypoints import TINY, run, wandb_run
+
+
+def test_exit_codes_and_reasons_are_never_success():
+    assert run_status.exit_code(SIGTERMException()) == 143  # Lightning's SIGTERM is SystemExit(None) = 0
+    assert run_status.exit_code(KeyboardInterrupt()) == 130
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what Lightning does on Ctrl-C
+    except SystemExit as e:
+        assert run_status.exit_code(e) == 130 and "SIGINT" in run_status.describe(e, 7)
+    assert run_status.exit_code(SystemExit(0)) == 1 and run_status.exit_code(ValueError("x")) == 1
+    assert run_status.describe(ValueError("bad lr"), 3) == "ValueError: bad lr at global step 3"
+
+
+def test_markers_are_exclusive(tmp_path):
+    run_status.mark(tmp_path, "FAILED", "boom", 2)
+    run_status.mark(tmp_path, "COMPLETE", step=5)
+    assert run_status.status_of(tmp_path)["status"] == "COMPLETE" and not (tmp_path / "FAILED").exists()
+    with pytest.raises(ValueError, match="COMPLETE"):
+        run_status.mark(tmp_path, "DONE")
+
+
+def test_logger_none_trains_and_completes(tmp_path):
+    run_dir = tmp_path / "run"
+    run("train", "debug=fast", *TINY, "logger=none", f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'c'}")
+    assert run_status.status_of(run_dir)["status"] == "COMPLETE"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "wandb").exists()
+
+
+@pytest.mark.slow
+def test_an_exception_during_fit_is_recorded_as_a_failure(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run("train", "debug=fast", *TINY, "model.optimizer.lr=abc", f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={tmp_path / 'c'}", check=False)
+    assert r.returncode != 0
+    failed = run_status.status_of(run_dir)
+    assert failed["status"] == "FAILED" and "TypeError" in failed["reason"]
+    assert "run FAILED: TypeError" in (run_dir / "train.log").read_text()
+    logged = read_offline_run(wandb_run(run_dir))
+    assert logged["exit_code"] not in (None, 0) and "TypeError" in logged["summary"]["failure"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_step_marks_failed_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "t2ilab.train", "debug=fast", *TINY, "trainer.max_steps=100000",
+                             "trainer.val_check_interval=100000", "callbacks.model_checkpoint.every_n_train_steps=3",
+                             "callbacks.sample_grid=null", f"hydra.run.dir={run_dir}",
+                             f"paths.cache_dir={tmp_path / 'c'}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not list((run_dir / "checkpoints").glob("step=*.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=120)
+    assert rc == 143, proc.stderr.read()[-3000:]
+    failed = run_status.status_of(run_dir)
+    assert failed["status"] == "FAILED" and "SIGTERM" in failed["reason"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == failed["step"] >= 3  # the interrupted step, not only the periodic one
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the atomic save left no temp file
+    logged = read_offline_run(wandb_run(run_dir))
+    assert logged["exit_code"] == 143 and "SIGTERM" in logged["summary"]["failure"]
