@@ -156,3 +156,10 @@ def test_two_launches_in_the_same_second_get_different_run_dirs(tmp_path):
     assert all("does not exist" in e for e in errs), errs
     dirs = sorted(p for p in (tmp_path / "runs").glob("*/*") if p.is_dir())
     assert len(dirs) == 2 and dirs[0].name != dirs[1].name, dirs
+
+
+def test_help_is_a_short_page_with_groups_and_examples():
+    out = run("train", "--help", timeout=120).stdout
+    assert "Examples:" in out and "python -m t2ilab.train experiment=quickstart" in out
+    assert "model: diffusion, gan, vae" in out and "README.md" in out
+    assert len(out.splitlines()) < 40  # not Hydra's full config dump

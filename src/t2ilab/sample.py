@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.config import CONF_DIR
+from t2ilab.utils.io import read_text_file
 
 log = logging.getLogger("t2ilab.sample")
 
@@ -28,7 +29,7 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
         path = Path(prompts_file).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"prompts_file={path} does not exist")
-        out += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        out += [line.strip() for line in read_text_file(path, "prompts_file").splitlines() if line.strip()]
     if not out:
         raise ValueError("no prompts given: pass 'prompts=[\"a red circle\",\"a blue square\"]' or "
                          "prompts_file=FILE (one prompt per line)")

@@ -23,13 +23,17 @@ from t2ilab.utils.config import CONF_DIR, show_and_save_config
 log = logging.getLogger("t2ilab.train")
 
 
-def _resume_wandb_id(cfg: DictConfig) -> None:
-    """Resuming from a t2ilab checkpoint continues its W&B run instead of starting a new one."""
-    if not cfg.ckpt_path or "wandb" not in (cfg.logger or {}) or cfg.logger.wandb.get("id"):
+def _check_resume(cfg: DictConfig) -> None:
+    """Before any work: the checkpoint must be readable and fit the composed config; resuming then
+    continues its W&B run instead of starting a new one."""
+    if not cfg.ckpt_path:
         return
-    from t2ilab.models.checkpoint import read_metadata
+    from t2ilab.models.checkpoint import check_compatible, read_metadata
 
     _, meta = read_metadata(cfg.ckpt_path)
+    check_compatible(cfg.ckpt_path, meta, cfg)
+    if "wandb" not in (cfg.logger or {}) or cfg.logger.wandb.get("id"):
+        return
     if meta.get("wandb_id"):
         with open_dict(cfg):
             cfg.logger.wandb.id = meta["wandb_id"]
@@ -47,15 +51,15 @@ def train(cfg: DictConfig) -> float | None:
 
     os.environ.setdefault("WANDB_MODE", "offline")
     run_dir = ensure_writable_dir(cfg.paths.run_dir, "paths.run_dir")
-    _resume_wandb_id(cfg)
-    show_and_save_config(cfg, run_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    manifest = build_manifest(config, cfg.seed)
-    write_manifest(run_dir, manifest)
-
     loggers: list[Any] = []
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
+        show_and_save_config(cfg, run_dir)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        manifest = build_manifest(config, cfg.seed)
+        write_manifest(run_dir, manifest)
+        _check_resume(cfg)
+
         L.seed_everything(cfg.seed, workers=True)
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")

@@ -37,6 +37,16 @@ class Entry:
 
 
 def read_captions_file(path: str | Path) -> list[Entry]:
+    """Parse a ``.jsonl`` ({"file", "caption"} per line) or ``.csv`` (header with file,caption) file;
+    a file that is not UTF-8 is a ValueError naming it and the byte (see ``_read_captions_file``)."""
+    try:
+        return _read_captions_file(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"captions file {path} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 4]!r}); "
+                         "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 captions.csv > fixed.csv`)") from e
+
+
+def _read_captions_file(path: str | Path) -> list[Entry]:
     """Parse a ``.jsonl`` ({"file", "caption"} per line) or ``.csv`` (header with file,caption) file.
 
     Raises ValueError with the file name and line number on malformed content.

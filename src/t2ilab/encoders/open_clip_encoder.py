@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import open_clip
 import torch
@@ -85,6 +86,21 @@ def _download_pretrained(model_name: str, tag: str) -> str:
         f"On online machines the weights are downloaded and cached automatically."
     ) from err
 
+
+
+def warn_if_truncated(tokenizer: Any, captions: list[str]) -> int:
+    """Warn (once per newly encoded caption) when a caption is longer than the encoder's context and
+    will be cut; returns how many were. Tokenizers without ``encode``/``context_length`` are skipped."""
+    encode, ctx = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
+    if encode is None or not ctx:
+        return 0
+    over = [(c, len(encode(c)) + 2 - int(ctx)) for c in captions]  # + start/end tokens
+    over = [(c, n) for c, n in over if n > 0]
+    if over:
+        worst = max(over, key=lambda x: x[1])
+        log.warning("%d caption(s) exceed the text encoder's context of %d tokens and are cut (up to %d tokens "
+                    "lost), e.g. %r", len(over), ctx, worst[1], worst[0][:120])
+    return len(over)
 
 class OpenCLIPEncoder:
     """Frozen open_clip CLIP text/image encoder; text embeddings go through an :class:`EmbeddingCache`.
@@ -247,6 +263,7 @@ class OpenCLIPEncoder:
             new: dict[str, torch.Tensor] = {}
             for i in range(0, len(missing), self.batch_size):
                 batch = missing[i:i + self.batch_size]
+                warn_if_truncated(self.tokenizer, batch)
                 feats = model.encode_text(self.tokenizer(batch).to(self.device)).float()
                 self.num_text_forward_batches += 1
                 if feats.shape[-1] != self.dim:

@@ -19,7 +19,12 @@ def read_metadata(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tu
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (ckpt_path=...; runs keep theirs in "
                                 "<run_dir>/checkpoints/last.ckpt)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - pickle/zip/EOF errors vary with how the file is broken
+        raise ValueError(f"checkpoint {path} could not be read ({type(e).__name__}: {str(e)[:200]}): it is truncated "
+                         "(an interrupted copy or save?) or not a checkpoint at all; pass <run_dir>/checkpoints/"
+                         "last.ckpt or a step=*.ckpt written by `python -m t2ilab.train`") from e
     meta = ckpt.get("t2ilab") if isinstance(ckpt, dict) else None
     if not meta or not meta.get("config"):
         raise ValueError(f"{path} is not a t2ilab checkpoint (no 't2ilab' metadata with the run config); "
@@ -39,3 +44,40 @@ def load_model(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tuple
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = meta["config"]
     return model.eval(), cfg
+
+
+# keys whose change makes a checkpoint's weights meaningless for the composed config
+STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.schedule", "data.image_size",
+                  "data.channels", "encoder.model_name", "encoder.pretrained", "encoder.model_cfg")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig) -> None:
+    """Refuse, before any data or model work, to resume a checkpoint into a config whose family,
+    network, image shape or text encoder differ; the message lists the differing keys and the
+    original run's overrides (from its manifest.json, when present)."""
+    old = meta.get("config") or {}
+    new = OmegaConf.to_container(cfg, resolve=True)
+    diffs = [(k, _get(old, k), _get(new, k)) for k in STRUCTURE_KEYS if _get(old, k) != _get(new, k)]
+    if not diffs:
+        return
+    lines = "\n".join(f"  {k}: checkpoint {a!r} != now {b!r}" for k, a, b in diffs)
+    hint = "compose the same config as the original run"
+    manifest = Path(ckpt_path).expanduser().resolve().parent.parent / "manifest.json"
+    if manifest.is_file():
+        import json
+
+        try:
+            overrides = json.loads(manifest.read_text()).get("overrides") or []
+            hint += f": its overrides were {' '.join(overrides) or '(none)'}"
+        except (OSError, ValueError):
+            pass
+    raise ValueError(f"ckpt_path={ckpt_path} does not fit the composed config:\n{lines}\n{hint} "
+                     "(or drop the differing overrides)")

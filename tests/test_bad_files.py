@@ -1,0 +1,75 @@
+"""Files users hand us (issue 11): wrong encoding, wrong type, truncated, mismatched — each is an
+error that names the file, what was expected and the fix; over-long prompts are warned about."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from t2ilab.data.captions import read_captions_file
+from t2ilab.models.checkpoint import check_compatible, read_metadata
+from t2ilab.sample import read_prompts
+
+LATIN1 = "a caf\u00e9 with a red circle\n".encode("latin-1")
+
+
+def test_non_utf8_prompts_file_names_the_file_and_the_fix(tmp_path):
+    f = tmp_path / "prompts.txt"
+    f.write_bytes(LATIN1)
+    with pytest.raises(ValueError, match=r"prompts_file=.*prompts\.txt is not UTF-8 text \(byte 5.*re-save it as UTF-8"):
+        read_prompts(None, str(f))
+    f.write_bytes("\ufeffa caf\u00e9\n".encode("utf-8"))  # UTF-8 with BOM is fine
+    assert read_prompts(None, str(f)) == ["a caf\u00e9"]
+
+
+def test_non_utf8_captions_file_names_the_file(tmp_path):
+    f = tmp_path / "captions.csv"
+    f.write_bytes(b"file,caption\nimg.png," + LATIN1)
+    with pytest.raises(ValueError, match=r"captions file .*captions\.csv is not UTF-8 text"):
+        read_captions_file(f)
+
+
+def test_text_file_or_truncated_checkpoint_is_a_clear_error(tmp_path):
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"notes\.txt could not be read .*truncated .* or not a checkpoint"):
+        read_metadata(txt)
+    good = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "t2ilab": {"config": {"a": 1}}}, good)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cut\.ckpt could not be read"):
+        read_metadata(cut)
+    assert read_metadata(good)[1]["config"] == {"a": 1}
+
+
+def test_resume_into_a_different_config_lists_the_differences_and_the_original_overrides(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"overrides": ["experiment=fmnist_diffusion", "seed=1"]}))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    old = {"model": {"_target_": "t2ilab.models.diffusion.DiffusionModule", "net": {"base_channels": 32}},
+           "data": {"image_size": 28, "channels": 1}, "encoder": {"model_name": "tiny"}}
+    new = OmegaConf.create({**old, "data": {"image_size": 32, "channels": 3}})
+    with pytest.raises(ValueError) as e:
+        check_compatible(ckpt, {"config": old}, new)
+    msg = str(e.value)
+    assert "data.image_size: checkpoint 28 != now 32" in msg and "data.channels" in msg
+    assert "experiment=fmnist_diffusion seed=1" in msg and "model.net" not in msg
+    check_compatible(ckpt, {"config": old}, OmegaConf.create(old))  # same config: fine
+
+
+def test_captions_longer_than_the_context_are_warned_about(caplog):
+    import open_clip
+
+    from t2ilab.encoders.open_clip_encoder import warn_if_truncated
+
+    tok = open_clip.tokenizer.SimpleTokenizer(context_length=12)
+    with caplog.at_level(logging.WARNING):
+        n = warn_if_truncated(tok, ["a red circle", " ".join(["a large blue square"] * 5)])
+    assert n == 1 and "exceed the text encoder's context of 12 tokens" in caplog.text
+    assert warn_if_truncated(tok, ["a red circle"]) == 0
