@@ -73,3 +73,40 @@ def test_captions_longer_than_the_context_are_warned_about(caplog):
         n = warn_if_truncated(tok, ["a red circle", " ".join(["a large blue square"] * 5)])
     assert n == 1 and "exceed the text encoder's context of 12 tokens" in caplog.text
     assert warn_if_truncated(tok, ["a red circle"]) == 0
+
+
+def test_wrong_types_are_rejected_with_key_value_and_example():
+    from hydra import compose, initialize_config_dir
+
+    from t2ilab.utils.config import CONF_DIR
+    from t2ilab.utils.validate import check_types
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        ok = compose("train", overrides=["model.optimizer_g.lr=1e-4", "trainer.max_steps=10", "experiment=fmnist_gan"])
+        check_types(ok)  # every preset's values pass
+        bad = compose("train", overrides=["trainer.max_steps=abc", "model.optimizer.lr=abc", "data.batch_size=1.5",
+                                          "model.sampling.guidance_scale=true"])
+    with pytest.raises(ValueError) as e:
+        check_types(bad)
+    msg = str(e.value)
+    for part in ("trainer.max_steps='abc' (str) must be int, e.g. trainer.max_steps=20000",
+                 "model.optimizer.lr='abc'", "data.batch_size=1.5 (float) must be int",
+                 "model.sampling.guidance_scale=True (bool) must be float"):
+        assert part in msg, msg
+
+
+def test_every_shipped_config_passes_the_type_checks():
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from t2ilab.utils.config import CONF_DIR
+    from t2ilab.utils.validate import check_types
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for exp in (p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")):
+            check_types(compose("train", overrides=[f"experiment={exp}"]))
+        for m, d in itertools.product(("diffusion", "gan", "vae"), ("shapes", "fashion_mnist", "cifar10", "captions")):
+            check_types(compose("train", overrides=[f"model={m}", f"data={d}", "trainer=gpu"]))
+        for name in ("eval", "sample"):
+            check_types(compose(name, overrides=["ckpt_path=x"]))

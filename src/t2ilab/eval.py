@@ -68,6 +68,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.utils.io import ensure_writable_dir
 
     os.environ.setdefault("WANDB_MODE", "offline")
+    from t2ilab.utils.validate import check_types
+
+    check_types(cfg)
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
     model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device

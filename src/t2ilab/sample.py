@@ -66,6 +66,9 @@ def sample(cfg: DictConfig) -> Path:
     from t2ilab.utils.builders import build_encoder
     from t2ilab.utils.io import ensure_writable_dir
 
+    from t2ilab.utils.validate import check_types
+
+    check_types(cfg)
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")  # before any work
     prompts = read_prompts(cfg.prompts, cfg.prompts_file)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device

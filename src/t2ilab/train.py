@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2ilab.tracking import run_status
 from t2ilab.utils.config import CONF_DIR, show_and_save_config
+from t2ilab.utils.validate import check_types
 
 log = logging.getLogger("t2ilab.train")
 
@@ -54,6 +55,7 @@ def train(cfg: DictConfig) -> float | None:
     loggers: list[Any] = []
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
+        check_types(cfg)
         show_and_save_config(cfg, run_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         manifest = build_manifest(config, cfg.seed)
