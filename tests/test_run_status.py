@@ -53,14 +53,15 @@ def test_logger_none_trains_and_completes(tmp_path):
 @pytest.mark.slow
 def test_an_exception_during_fit_is_recorded_as_a_failure(tmp_path):
     run_dir = tmp_path / "run"
-    r = run("train", "debug=fast", *TINY, "model.optimizer.lr=abc", f"hydra.run.dir={run_dir}",
+    # betas are not type-checked up front: float("abc") fails when fit builds the optimiser, after W&B started
+    r = run("train", "debug=fast", *TINY, "+model.optimizer.betas=[abc,0.9]", f"hydra.run.dir={run_dir}",
             f"paths.cache_dir={tmp_path / 'c'}", check=False)
     assert r.returncode != 0
     failed = run_status.status_of(run_dir)
-    assert failed["status"] == "FAILED" and "TypeError" in failed["reason"]
-    assert "run FAILED: TypeError" in (run_dir / "train.log").read_text()
+    assert failed["status"] == "FAILED" and "ValueError" in failed["reason"]
+    assert "run FAILED: ValueError" in (run_dir / "train.log").read_text()
     logged = read_offline_run(wandb_run(run_dir))
-    assert logged["exit_code"] not in (None, 0) and "TypeError" in logged["summary"]["failure"]
+    assert logged["exit_code"] not in (None, 0) and "ValueError" in logged["summary"]["failure"]
 
 
 @pytest.mark.slow
@@ -86,3 +87,13 @@ def test_sigterm_checkpoints_the_current_step_marks_failed_and_exits_143(tmp_pat
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the atomic save left no temp file
     logged = read_offline_run(wandb_run(run_dir))
     assert logged["exit_code"] == 143 and "SIGTERM" in logged["summary"]["failure"]
+
+
+def test_a_mistyped_value_fails_before_any_work_and_is_marked(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run("train", "debug=fast", *TINY, "trainer.max_steps=abc", f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={tmp_path / 'c'}", check=False)
+    assert r.returncode != 0 and "trainer.max_steps='abc' (str) must be int" in r.stderr
+    failed = run_status.status_of(run_dir)
+    assert failed["status"] == "FAILED" and "trainer.max_steps" in failed["reason"]
+    assert not (run_dir / "wandb").exists() and not (run_dir / "checkpoints").exists()  # nothing was started
