@@ -66,7 +66,7 @@ def test_resume_into_a_different_config_lists_the_differences_and_the_original_o
 def test_captions_longer_than_the_context_are_warned_about(caplog):
     import open_clip
 
-    from t2ilab.encoders.open_clip_encoder import warn_if_truncated
+    from t2ilab.encoders.base import warn_if_truncated
 
     tok = open_clip.tokenizer.SimpleTokenizer(context_length=12)
     with caplog.at_level(logging.WARNING):

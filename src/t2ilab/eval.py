@@ -66,10 +66,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.utils.builders import build_datamodule, build_encoder
     from t2ilab.utils.config import show_and_save_config
     from t2ilab.utils.io import ensure_writable_dir
-
-    os.environ.setdefault("WANDB_MODE", "offline")
     from t2ilab.utils.validate import check_types
 
+    os.environ.setdefault("WANDB_MODE", "offline")
     check_types(cfg)
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
     model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")

@@ -65,7 +65,6 @@ def sample(cfg: DictConfig) -> Path:
     from t2ilab.models.checkpoint import load_model
     from t2ilab.utils.builders import build_encoder
     from t2ilab.utils.io import ensure_writable_dir
-
     from t2ilab.utils.validate import check_types
 
     check_types(cfg)

@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then re-raised non-zero
         code, reason = run_status.record_failure(run_dir, e, trainer.global_step if trainer is not None else None)
         finish_wandb(loggers, exit_code=code, reason=reason)
-        if isinstance(e, SystemExit) or isinstance(e, KeyboardInterrupt):
+        if isinstance(e, (SystemExit, KeyboardInterrupt)):
             raise SystemExit(code) from e  # SIGTERM would otherwise exit 0
         raise
     run_status.mark(run_dir, "COMPLETE", step=trainer.global_step)

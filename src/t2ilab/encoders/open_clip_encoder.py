@@ -9,7 +9,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import open_clip
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CustomTextCLIP, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
+from t2ilab.encoders.base import warn_if_truncated
 from t2ilab.encoders.cache import EmbeddingCache, file_sha256
 from t2ilab.encoders.errors import WeightsUnavailableError
 
@@ -87,20 +87,6 @@ def _download_pretrained(model_name: str, tag: str) -> str:
     ) from err
 
 
-
-def warn_if_truncated(tokenizer: Any, captions: list[str]) -> int:
-    """Warn (once per newly encoded caption) when a caption is longer than the encoder's context and
-    will be cut; returns how many were. Tokenizers without ``encode``/``context_length`` are skipped."""
-    encode, ctx = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
-    if encode is None or not ctx:
-        return 0
-    over = [(c, len(encode(c)) + 2 - int(ctx)) for c in captions]  # + start/end tokens
-    over = [(c, n) for c, n in over if n > 0]
-    if over:
-        worst = max(over, key=lambda x: x[1])
-        log.warning("%d caption(s) exceed the text encoder's context of %d tokens and are cut (up to %d tokens "
-                    "lost), e.g. %r", len(over), ctx, worst[1], worst[0][:120])
-    return len(over)
 
 class OpenCLIPEncoder:
     """Frozen open_clip CLIP text/image encoder; text embeddings go through an :class:`EmbeddingCache`.

@@ -161,6 +161,27 @@ class ReferenceClassifier:
             return torch.empty(0, dtype=torch.long), torch.empty(0, self.feature_dim)
         return torch.cat(preds), torch.cat(feats)
 
+    def real_frechet_stats(self, ds: Any, num_reference: int | None, seed: int) -> dict[str, torch.Tensor]:
+        """Frechet statistics of the real split ``ds`` (or its seeded ``num_reference`` subset) in
+        this classifier's feature space, for ``classifier_fd``; cached beside the classifier (its
+        key pins the split).
+
+        Args:
+            ds: the real evaluation split.
+            num_reference: subset size (None or >= len(ds) = all images).
+            seed: subset seed.
+        """
+        from t2ilab.evaluation.fidelity import frechet_stats
+
+        n = num_reference if num_reference is not None and num_reference < len(ds) else None
+        path = self.path.with_name(f"{self.key}_fd_{n or 'all'}_s{seed}.pt")
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        idx = np.arange(len(ds)) if n is None else np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+        stats = frechet_stats(self.classify(stack_images(ds, idx))[1])
+        atomic_torch_save(stats, path)
+        return stats
+
     @property
     def feature_dim(self) -> int:
         """Size of the penultimate features returned by ``classify``."""

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from t2ilab.encoders.errors import WeightsUnavailableError
-from t2ilab.evaluation import fidelity as fm
 from t2ilab.evaluation.images import SampleWriter, stack_images, to_uint8
 from t2ilab.evaluation.plan import SamplePlan
 from t2ilab.evaluation.reference import ReferenceStats, dataset_identity
@@ -174,22 +173,8 @@ class Evaluator:
             width=c["width"], seed=c["seed"], device=self.device,
         ).load_or_train(lambda: self.dm.dataset("train"), ds)
         if self.s.classifier_fd:
-            self.classifier_real = self._classifier_real_stats(ds)
-
-    def _classifier_real_stats(self, ds: Any) -> dict[str, torch.Tensor]:
-        """Frechet statistics of the real evaluation split (or its seeded ``num_reference`` subset) in
-        the classifier's feature space; cached beside the classifier (the key pins the split)."""
-        from t2ilab.evaluation.reference import atomic_torch_save
-
-        n = self.s.num_reference if self.s.num_reference is not None and self.s.num_reference < len(ds) else None
-        path = self.classifier.path.with_name(f"{self.classifier.key}_fd_{n or 'all'}_s{self.s.seed}.pt")
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        idx = np.arange(len(ds)) if n is None else np.sort(np.random.default_rng(self.s.seed).permutation(len(ds))[:n])
-        with full_precision():
-            stats = fm.frechet_stats(self.classifier.classify(stack_images(ds, idx))[1])
-        atomic_torch_save(stats, path)
-        return stats
+            with full_precision():
+                self.classifier_real = self.classifier.real_frechet_stats(ds, self.s.num_reference, self.s.seed)
 
     def _skip_classifier(self, reason: str) -> None:
         for m in ("prompt_accuracy", "classifier_fd"):

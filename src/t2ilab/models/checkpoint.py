@@ -3,6 +3,7 @@ stored in the checkpoint (``checkpoint["t2ilab"]``) and the model is rebuilt fro
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.builders import build_model
+from t2ilab.utils.config import get_dotted
 
 
 def read_metadata(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, dict]:
@@ -51,29 +53,20 @@ STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.sche
                   "data.channels", "encoder.model_name", "encoder.pretrained", "encoder.model_cfg")
 
 
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(cfg, dict) or part not in cfg:
-            return None
-        cfg = cfg[part]
-    return cfg
-
-
 def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig) -> None:
     """Refuse, before any data or model work, to resume a checkpoint into a config whose family,
     network, image shape or text encoder differ; the message lists the differing keys and the
     original run's overrides (from its manifest.json, when present)."""
     old = meta.get("config") or {}
     new = OmegaConf.to_container(cfg, resolve=True)
-    diffs = [(k, _get(old, k), _get(new, k)) for k in STRUCTURE_KEYS if _get(old, k) != _get(new, k)]
+    diffs = [(k, get_dotted(old, k), get_dotted(new, k)) for k in STRUCTURE_KEYS
+             if get_dotted(old, k) != get_dotted(new, k)]
     if not diffs:
         return
     lines = "\n".join(f"  {k}: checkpoint {a!r} != now {b!r}" for k, a, b in diffs)
     hint = "compose the same config as the original run"
     manifest = Path(ckpt_path).expanduser().resolve().parent.parent / "manifest.json"
     if manifest.is_file():
-        import json
-
         try:
             overrides = json.loads(manifest.read_text()).get("overrides") or []
             hint += f": its overrides were {' '.join(overrides) or '(none)'}"

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import torch
 
+from t2ilab.utils.config import get_dotted
+
 log = logging.getLogger(__name__)
 
 OPTIMIZER_KEYS = ("lr", "weight_decay", "betas", "eps", "momentum")
@@ -81,14 +83,8 @@ def apply(optimizers: Iterable[torch.optim.Optimizer], schedulers: Iterable[Any]
 
 def config_changes(old: dict | None, new: dict | None, keys: Iterable[str] = LOGGED_CONFIG_KEYS) -> list[str]:
     """``key new (checkpoint had old)`` for config values that differ between two run configs."""
-    def get(cfg: dict | None, dotted: str) -> Any:
-        for part in dotted.split("."):
-            if not isinstance(cfg, dict) or part not in cfg:
-                return None
-            cfg = cfg[part]
-        return cfg
-
-    out = [f"{k} {get(new, k)} (checkpoint had {get(old, k)})" for k in keys if get(old, k) != get(new, k)]
+    out = [f"{k} {get_dotted(new, k)} (checkpoint had {get_dotted(old, k)})" for k in keys
+           if get_dotted(old, k) != get_dotted(new, k)]
     for c in out:
         log.warning("resuming with %s", c)
     return out

@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 MARKERS = ("COMPLETE", "FAILED")
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, also after Lightning turned it into ``sys.exit(1)``."""
+    return isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
+
+
 def exit_code(exc: BaseException) -> int:
     """The process exit status a run that ended with ``exc`` must have (never 0)."""
     if isinstance(exc, SIGTERMException):
         return 128 + int(signal.SIGTERM)
-    if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
-        return 128 + int(signal.SIGINT)  # Lightning turns Ctrl-C into sys.exit(1) after its cleanup
+    if _interrupted(exc):
+        return 128 + int(signal.SIGINT)
     if isinstance(exc, SystemExit):
         code = exc.code
         return code if isinstance(code, int) and code != 0 else 1
@@ -44,7 +49,7 @@ def describe(exc: BaseException, step: int | None) -> str:
     """One line: what ended the run, at which global step."""
     if isinstance(exc, SIGTERMException):
         what = "SIGTERM (preempted or killed by the scheduler)"
-    elif isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+    elif _interrupted(exc):
         what = "SIGINT (interrupted)"
     else:
         what = f"{type(exc).__name__}: {exc}"

@@ -6,7 +6,7 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,3 +57,12 @@ def show_and_save_config(cfg: DictConfig, run_dir: str | Path | None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config_tree.txt").write_text(text)
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def get_dotted(cfg: Any, dotted: str) -> Any:
+    """``cfg["a"]["b"]`` for ``"a.b"`` in a plain (container) config; None where a part is missing."""
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
