@@ -79,20 +79,41 @@ def test_wrong_types_are_rejected_with_key_value_and_example():
     from hydra import compose, initialize_config_dir
 
     from t2ilab.utils.config import CONF_DIR
-    from t2ilab.utils.validate import check_types
+    from t2ilab.utils.schema import validate
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         ok = compose("train", overrides=["model.optimizer_g.lr=1e-4", "trainer.max_steps=10", "experiment=fmnist_gan"])
-        check_types(ok)  # every preset's values pass
+        validate(ok)  # every preset's values pass
         bad = compose("train", overrides=["trainer.max_steps=abc", "model.optimizer.lr=abc", "data.batch_size=1.5",
                                           "model.sampling.guidance_scale=true"])
     with pytest.raises(ValueError) as e:
-        check_types(bad)
+        validate(bad)
     msg = str(e.value)
-    for part in ("trainer.max_steps='abc' (str) must be int, e.g. trainer.max_steps=20000",
-                 "model.optimizer.lr='abc'", "data.batch_size=1.5 (float) must be int",
-                 "model.sampling.guidance_scale=True (bool) must be float"):
+    for part in ("trainer.max_steps='abc' (str) must be an integer, e.g. trainer.max_steps=20000",
+                 "model.optimizer.lr='abc'", "data.batch_size=1.5 (float) must be an integer",
+                 "model.sampling.guidance_scale=True (bool) must be a number"):
         assert part in msg, msg
+
+
+@pytest.mark.parametrize("model,override,expected", [
+    ("gan", "model.adv_loss=wasserstein", "model.adv_loss='wasserstein' (str) must be one of hinge, ns"),
+    ("diffusion", "model.schedule=sigmoid", "must be one of cosine, linear"),
+    ("vae", "model.recon=l1", "must be one of mse, bce, gaussian, laplace"),
+    ("diffusion", "trainer.max_steps='100'", "trainer.max_steps='100' (str) must be an integer"),
+    ("gan", "model.sampling.truncation=abc", "model.sampling.truncation='abc' (str) must be a number or null"),
+    ("vae", "model.net.base_channels=[32]", "model.net.base_channels=[32] (list) must be an integer"),
+])
+def test_invalid_choices_and_quoted_numbers_are_rejected_before_work(model, override, expected):
+    from hydra import compose, initialize_config_dir
+
+    from t2ilab.utils.config import CONF_DIR
+    from t2ilab.utils.schema import validate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", override])
+    with pytest.raises(ValueError, match="stopped before any work") as e:
+        validate(cfg)
+    assert expected in str(e.value), str(e.value)
 
 
 def test_every_shipped_config_passes_the_type_checks():
@@ -101,12 +122,12 @@ def test_every_shipped_config_passes_the_type_checks():
     from hydra import compose, initialize_config_dir
 
     from t2ilab.utils.config import CONF_DIR
-    from t2ilab.utils.validate import check_types
+    from t2ilab.utils.schema import validate
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for exp in (p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")):
-            check_types(compose("train", overrides=[f"experiment={exp}"]))
+            validate(compose("train", overrides=[f"experiment={exp}"]))
         for m, d in itertools.product(("diffusion", "gan", "vae"), ("shapes", "fashion_mnist", "cifar10", "captions")):
-            check_types(compose("train", overrides=[f"model={m}", f"data={d}", "trainer=gpu"]))
+            validate(compose("train", overrides=[f"model={m}", f"data={d}", "trainer=gpu"]))
         for name in ("eval", "sample"):
-            check_types(compose(name, overrides=["ckpt_path=x"]))
+            validate(compose(name, overrides=["ckpt_path=x"]))

@@ -136,6 +136,22 @@ def test_sample_rejects_missing_or_empty_prompts(trained, tmp_path):
         sample(sample_cfg(ckpt, f"out_dir={tmp_path}", "prompts=['a red circle','  ']"))
 
 
+def test_sample_and_eval_refuse_overrides_that_do_not_fit_the_checkpoint(trained, tmp_path):
+    from t2ilab.eval import evaluate
+    from t2ilab.sample import sample
+
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ValueError, match=r"does not fit the sample overrides:\n  encoder.model_name: "
+                                         r"checkpoint 'clip-tiny' != now 'ViT-B-32'\ndrop these overrides"):
+        sample(sample_cfg(ckpt, f"out_dir={tmp_path}", "prompts=[x]", "encoder={model_name: ViT-B-32}"))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=[ckpt, f"out_dir={tmp_path}", "+data.image_size=64", "logger=none",
+                                         f"paths.cache_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=r"data.image_size: checkpoint 32 != now 64"):
+        evaluate(cfg)
+    assert not list(tmp_path.glob("*.png")) and not (tmp_path / "metrics.json").exists()
+
+
 def test_unwritable_out_dir_fails_before_any_work(tmp_path):
     from t2ilab.sample import sample
 
@@ -156,6 +172,14 @@ def test_two_launches_in_the_same_second_get_different_run_dirs(tmp_path):
     assert all("does not exist" in e for e in errs), errs
     dirs = sorted(p for p in (tmp_path / "runs").glob("*/*") if p.is_dir())
     assert len(dirs) == 2 and dirs[0].name != dirs[1].name, dirs
+    for d in dirs:  # a failed command's run dir says why it failed
+        assert "does not exist" in json.loads((d / "FAILED").read_text())["reason"]
+
+
+def test_a_failing_compose_leaves_no_run_dir(tmp_path):
+    r = run("train", "model=bogus", f"hydra.run.dir={tmp_path / 'run'}", check=False, timeout=120)
+    assert r.returncode != 0 and "Available options in 'model'" in r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_help_is_a_short_page_with_groups_and_examples():

@@ -4,13 +4,11 @@ checkpoint of the current step first and the process exits 143, never 0; ``logge
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -93,7 +91,7 @@ def test_a_mistyped_value_fails_before_any_work_and_is_marked(tmp_path):
     run_dir = tmp_path / "run"
     r = run("train", "debug=fast", *TINY, "trainer.max_steps=abc", f"hydra.run.dir={run_dir}",
             f"paths.cache_dir={tmp_path / 'c'}", check=False)
-    assert r.returncode != 0 and "trainer.max_steps='abc' (str) must be int" in r.stderr
+    assert r.returncode != 0 and "trainer.max_steps='abc' (str) must be an integer" in r.stderr
     failed = run_status.status_of(run_dir)
     assert failed["status"] == "FAILED" and "trainer.max_steps" in failed["reason"]
     assert not (run_dir / "wandb").exists() and not (run_dir / "checkpoints").exists()  # nothing was started

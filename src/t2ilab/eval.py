@@ -59,22 +59,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one checkpoint as described by a composed eval config (see conf/eval.yaml)."""
     from t2ilab.evaluation.engine import Evaluator
     from t2ilab.evaluation.reporting import report, write_metrics_json
-    from t2ilab.models.checkpoint import load_model
+    from t2ilab.models.checkpoint import check_overrides, load_model
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.utils.builders import instantiate_group
     from t2ilab.utils.builders import build_datamodule, build_encoder
     from t2ilab.utils.config import show_and_save_config
     from t2ilab.utils.io import ensure_writable_dir
-    from t2ilab.utils.validate import check_types
+    from t2ilab.utils.schema import validate
 
     os.environ.setdefault("WANDB_MODE", "offline")
-    check_types(cfg)
+    validate(cfg)
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
     model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     model.to(device)
     data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
+    check_overrides(cfg.ckpt_path, train_cfg, "eval", data=data_cfg, encoder=enc_cfg)
     datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg))
 
     show_and_save_config(cfg, out_dir)
@@ -105,7 +106,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    result = evaluate(cfg)
+    from t2ilab.tracking.run_status import recorded
+
+    with recorded(cfg.paths.run_dir):
+        result = evaluate(cfg)
     value = result.get(cfg.optimized_metric) if cfg.optimized_metric else None
     return float(value) if isinstance(value, (int, float)) else None
 

@@ -62,12 +62,12 @@ def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_di
 
 
 def sample(cfg: DictConfig) -> Path:
-    from t2ilab.models.checkpoint import load_model
+    from t2ilab.models.checkpoint import check_overrides, load_model
     from t2ilab.utils.builders import build_encoder
     from t2ilab.utils.io import ensure_writable_dir
-    from t2ilab.utils.validate import check_types
+    from t2ilab.utils.schema import validate
 
-    check_types(cfg)
+    validate(cfg)
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")  # before any work
     prompts = read_prompts(cfg.prompts, cfg.prompts_file)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
@@ -76,6 +76,7 @@ def sample(cfg: DictConfig) -> Path:
     enc_cfg = train_cfg.encoder
     if cfg.encoder:
         enc_cfg = OmegaConf.merge(enc_cfg, cfg.encoder)
+        check_overrides(cfg.ckpt_path, train_cfg, "sample", encoder=enc_cfg)
     encoder = build_encoder(enc_cfg)
     cond = encoder.encode_text(prompts).float()
     return write_samples(model, cond, prompts, out_dir, cfg.num_per_prompt, cfg.seed, cfg.batch_size,
@@ -84,7 +85,10 @@ def sample(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sample", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    sample(cfg)
+    from t2ilab.tracking.run_status import recorded
+
+    with recorded(cfg.paths.run_dir):
+        sample(cfg)
 
 
 if __name__ == "__main__":

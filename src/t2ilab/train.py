@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2ilab.tracking import run_status
 from t2ilab.utils.config import CONF_DIR, show_and_save_config
-from t2ilab.utils.validate import check_types
+from t2ilab.utils.schema import validate
 
 log = logging.getLogger("t2ilab.train")
 
@@ -44,6 +44,7 @@ def _check_resume(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one training job described by a composed config (see conf/train.yaml)."""
+    from t2ilab.models.atomic_io import AtomicCheckpointIO
     from t2ilab.models.generation import generate_images  # noqa: F401  (import errors early)
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.tracking.loggers import finish_wandb
@@ -55,7 +56,7 @@ def train(cfg: DictConfig) -> float | None:
     loggers: list[Any] = []
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
-        check_types(cfg)
+        validate(cfg)
         show_and_save_config(cfg, run_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         manifest = build_manifest(config, cfg.seed)
@@ -75,7 +76,7 @@ def train(cfg: DictConfig) -> float | None:
             lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
         callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers))
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_status.InterruptCheckpoint()],
-                              logger=loggers or False)
+                              logger=loggers or False, plugins=[AtomicCheckpointIO()])
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
             from t2ilab.sample import write_samples

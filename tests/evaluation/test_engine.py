@@ -132,11 +132,15 @@ def test_resolution_mismatch_is_an_error(run_eval, noise_model):
         run_eval(noise_model(64, size=16), prompt_accuracy=False)
 
 
-def test_metrics_yaml_matches_settings_defaults():
+def test_metrics_defaults_come_from_the_yaml_and_types_are_checked():
     yaml_cfg = OmegaConf.load(CONF_DIR / "metrics" / "default.yaml")
-    assert MetricsSettings.from_config(yaml_cfg) == MetricsSettings.from_config({})
+    s = MetricsSettings.from_config({"clip": {"batch_size": 8}})
+    assert s.num_samples == yaml_cfg.num_samples and s.kid_subsets == yaml_cfg.kid_subsets
+    assert s.clip["batch_size"] == 8 and s.clip["model_name"] == yaml_cfg.clip.model_name  # nested: merged
     with pytest.raises(ValueError, match="num_sampels"):
         MetricsSettings.from_config({"num_sampels": 10})
+    with pytest.raises(ValueError, match=r"metrics.fid='yes' \(str\) must be true or false"):
+        MetricsSettings.from_config({"fid": "yes"})
 
 
 def test_eval_entry_config_merges_checkpoint_data_with_this_machines_paths(tmp_path):

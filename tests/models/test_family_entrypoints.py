@@ -28,6 +28,7 @@ def _run(args: list[str], cwd: Path) -> None:
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
+@pytest.mark.slow  # ~22 s each on 2 cores; the diffusion path runs by default in tests/test_entrypoints.py
 @pytest.mark.parametrize("family", ["gan", "vae"])
 def test_train_then_sample(family, tmp_path):
     run_dir, out_dir = tmp_path / "run", tmp_path / "samples"

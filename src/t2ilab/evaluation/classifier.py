@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2ilab.evaluation.images import stack_images
-from t2ilab.evaluation.reference import atomic_torch_save
+from t2ilab.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ import json
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from t2ilab.utils.io import atomic_torch_save
 from t2ilab.evaluation.fidelity import frechet_stats, inception_score, knn_radii
 
 log = logging.getLogger(__name__)
@@ -63,25 +63,6 @@ def dataset_identity(datamodule: Any, split: str) -> dict[str, Any]:
 
 def _key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then os.replace.
-
-    Args:
-        obj: what to save.
-        path: destination.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def reference_indices(n_split: int, num_reference: int | None) -> np.ndarray:

@@ -1,53 +1,56 @@
-"""Typed evaluation settings: the ``metrics`` config group (conf/metrics/default.yaml mirrors these
-defaults; a test keeps them in sync). Unknown keys are rejected, so a typo never silently
-falls back to a default."""
+"""Typed evaluation settings: the ``metrics`` config group. conf/metrics/default.yaml is the one
+source of the defaults (and documents every field); this dataclass is its schema: field types are
+checked (utils/schema.py) and unknown keys rejected, so a typo never silently falls back to a
+default."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 INCEPTION_METRICS = ("fid", "kid", "isc", "prc")
 
 
-def _clip_defaults() -> dict[str, Any]:
-    return {"model_name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "checkpoint_path": None,
-            "random_init": False, "seed": 0, "model_cfg": None, "batch_size": 256}
+@functools.lru_cache(maxsize=1)
+def yaml_defaults() -> dict[str, Any]:
+    """The defaults of conf/metrics/default.yaml as a plain dict."""
+    from omegaconf import OmegaConf
 
+    from t2ilab.utils.config import CONF_DIR
 
-def _classifier_defaults() -> dict[str, Any]:
-    return {"epochs": 2, "max_train": 20000, "batch_size": 256, "lr": 3e-3, "width": 32, "seed": 0}
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "metrics" / "default.yaml"), resolve=True)
 
 
 @dataclass
 class MetricsSettings:
-    """What to evaluate and how (see conf/metrics/default.yaml for the meaning of every field)."""
+    """What to evaluate and how (see conf/metrics/default.yaml for the meaning and default of every field)."""
 
-    num_samples: int = 1000
-    batch_size: int = 64
-    split: str = "val"
-    num_reference: int | None = None
-    seed: int = 0
-    sampling: dict[str, Any] = field(default_factory=dict)
-    fid: bool = True
-    kid: bool = True
-    isc: bool = True
-    prc: bool = True
-    clip_score: bool = True
-    prompt_accuracy: bool = True
-    classifier_fd: bool = True
-    kid_subset_size: int = 1000
-    kid_subsets: int = 100
-    isc_splits: int = 10
-    prc_k: int = 3
-    inception_weights: str | None = None
-    channels_last: bool = False
-    skip_unavailable: bool = False
-    save_samples: bool = False
-    table_size: int = 32
-    clip: dict[str, Any] = field(default_factory=_clip_defaults)
-    classifier: dict[str, Any] = field(default_factory=_classifier_defaults)
+    num_samples: int
+    batch_size: int
+    split: str
+    num_reference: int | None
+    seed: int
+    sampling: dict[str, Any] | None
+    fid: bool
+    kid: bool
+    isc: bool
+    prc: bool
+    clip_score: bool
+    prompt_accuracy: bool
+    classifier_fd: bool
+    kid_subset_size: int
+    kid_subsets: int
+    isc_splits: int
+    prc_k: int
+    inception_weights: str | None
+    channels_last: bool
+    skip_unavailable: bool
+    save_samples: bool
+    table_size: int
+    clip: dict[str, Any]
+    classifier: dict[str, Any]
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | "MetricsSettings" | None = None,
@@ -58,6 +61,8 @@ class MetricsSettings:
             cfg: the ``metrics`` config node, a plain dict, an existing MetricsSettings, or None (defaults).
             **overrides: individual fields to override (``clip``/``classifier`` dicts are merged).
         """
+        from t2ilab.utils.schema import check_node
+
         if isinstance(cfg, MetricsSettings):
             cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
         values = dict(_plain(cfg or {}))
@@ -66,8 +71,14 @@ class MetricsSettings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown metrics option(s) {unknown}; known: {sorted(known)}")
-        for name, defaults in (("sampling", {}), ("clip", _clip_defaults()), ("classifier", _classifier_defaults())):
-            values[name] = {**defaults, **(values.get(name) or {})}  # null in YAML = defaults
+        defaults = yaml_defaults()
+        for name in ("sampling", "clip", "classifier"):  # nested: merged over the defaults (null = defaults)
+            values[name] = {**(defaults[name] or {}), **(values.get(name) or {})}
+        values = {**defaults, **values}
+        errors: list[str] = []
+        check_node(values, cls, "metrics.", errors)
+        if errors:
+            raise ValueError("wrong metrics value(s):\n" + "\n".join(errors))
         s = cls(**values)
         if s.num_samples < 2 or s.batch_size < 1:
             raise ValueError(f"metrics.num_samples must be >= 2 and batch_size >= 1 "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -26,13 +26,6 @@ from t2ilab.models.ema import EMA
 log = logging.getLogger(__name__)
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
-
-
-def check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
-    """Raise a clear error for a config value that is not one of ``choices`` (``model.<key>``)."""
-    choices = list(choices)
-    if value not in choices:
-        raise ValueError(f"model.{key}={value!r} unknown; choose one of {choices}")
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -191,12 +184,9 @@ class TextConditionedModule(L.LightningModule):
     def guard(self, loss: torch.Tensor, name: str = "loss") -> torch.Tensor:
         """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf."""
         if not bool(torch.isfinite(loss.detach()).all()):
-            last = None
-            trainer = getattr(self, "_trainer", None)
-            if trainer is not None and trainer.checkpoint_callback is not None:
-                last = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
-            hint = (f"the last good checkpoint is {last} (resume with ckpt_path={last} and e.g. a lower "
-                    "learning rate)") if last else "no checkpoint was saved yet"
+            from t2ilab.models.health import advice
+
+            hint = advice(getattr(self, "_trainer", None))
             raise NonFiniteLossError(f"non-finite {name} ({loss.detach().float().flatten()[0].item()}) at "
                                      f"global step {self.global_step}: training stopped before the update; {hint}")
         return loss

@@ -53,7 +53,18 @@ STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.sche
                   "data.channels", "encoder.model_name", "encoder.pretrained", "encoder.model_cfg")
 
 
-def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig) -> None:
+def check_overrides(ckpt_path: str | os.PathLike, train_cfg: DictConfig, entry: str, **groups: Any) -> None:
+    """``sample``/``eval``: refuse encoder/data overrides that change what the checkpoint was trained
+    on (another text encoder, image size or channels) before any work, naming the differing keys."""
+    new = OmegaConf.merge(train_cfg, {k: OmegaConf.to_container(v, resolve=True) for k, v in groups.items()})
+    try:
+        check_compatible(ckpt_path, {"config": OmegaConf.to_container(train_cfg, resolve=True)}, new,
+                         hint=f"drop these overrides of {entry} (the model only works with what it was trained on)")
+    except ValueError as e:
+        raise ValueError(str(e).replace("does not fit the composed config", f"does not fit the {entry} overrides")) from None
+
+
+def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig, hint: str | None = None) -> None:
     """Refuse, before any data or model work, to resume a checkpoint into a config whose family,
     network, image shape or text encoder differ; the message lists the differing keys and the
     original run's overrides (from its manifest.json, when present)."""
@@ -64,6 +75,8 @@ def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig) 
     if not diffs:
         return
     lines = "\n".join(f"  {k}: checkpoint {a!r} != now {b!r}" for k, a, b in diffs)
+    if hint is not None:
+        raise ValueError(f"ckpt_path={ckpt_path} does not fit the composed config:\n{lines}\n{hint}")
     hint = "compose the same config as the original run"
     manifest = Path(ckpt_path).expanduser().resolve().parent.parent / "manifest.json"
     if manifest.is_file():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from t2ilab.models.base import Generator, TextConditionedModule, check_choice
+from t2ilab.models.base import Generator, TextConditionedModule
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -39,8 +39,6 @@ class DiffusionModule(TextConditionedModule):
                  num_train_timesteps: int = 1000, **kwargs: Any):
         kwargs["sampling"] = {"num_steps": 50, "guidance_scale": 2.0, "eta": 0.0, "clip_x0": False, **(kwargs.get("sampling") or {})}
         super().__init__(**kwargs)
-        check_choice("schedule", schedule, sorted(SCHEDULES))
-        check_choice("prediction", prediction, PREDICTIONS)
         self.prediction = prediction
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
                                              beta_schedule=SCHEDULES[schedule], prediction_type=prediction,

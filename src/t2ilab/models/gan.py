@@ -2,11 +2,12 @@
 training, optional R1 / MA-GP and DiffAugment; manual optimisation with two optimisers.
 
 Steps: each training batch makes ``d_steps`` discriminator updates (same real batch, fresh noise
-and augmentations) and then one generator update. Lightning's ``global_step`` counts every
-``optimizer.step()`` under manual optimisation, so one batch advances it by ``d_steps + 1``
-(``trainer.max_steps=1000`` = 500 batches with ``d_steps=1``); ``val_check_interval`` and
-``log_every_n_steps`` still count batches. Checkpoint intervals (``every_n_train_steps``) must be
-multiples of ``d_steps + 1`` (they are tested with ``global_step % n == 0``).
+and augmentations) and then one generator update. **One step is one batch** for every family:
+Lightning's ``global_step`` would count every ``optimizer.step()`` under manual optimisation
+(``d_steps + 1`` per batch), so the discriminator's steps are not counted (``_uncounted``) and its
+LR schedule (warm-up) steps once per batch too. ``trainer.max_steps``, checkpoint / grid / EMA
+intervals and warm-ups therefore mean the same number of batches as for the diffusion model and
+the VAE (a sweep over ``model=diffusion,gan,vae`` gives every family the same data).
 
 Gradient clipping: Lightning refuses ``Trainer(gradient_clip_val>0)`` with manual optimisation,
 so the module takes the trainer's value over (see ``configure_callbacks``) and clips each
@@ -15,15 +16,17 @@ optimiser itself; ``model.grad_clip`` overrides it.
 
 from __future__ import annotations
 
+import contextlib
+
 import functools
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from t2ilab.models.base import Generator, TextConditionedModule, check_choice
-from t2ilab.models.losses import (ADV_LOSSES, GP_KINDS, contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss,
+from t2ilab.models.base import Generator, TextConditionedModule
+from t2ilab.models.losses import (contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss,
                                   gradient_penalty)
 from t2ilab.nets.diffaug import diff_augment, parse_policy
 
@@ -72,8 +75,6 @@ class GANModule(TextConditionedModule):
         kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.0)
         super().__init__(**kwargs)
-        check_choice("gp", gp, GP_KINDS)
-        check_choice("adv_loss", adv_loss, ADV_LOSSES)
         if int(d_steps) < 1:
             raise ValueError(f"model.d_steps={d_steps} must be >= 1")
         self.automatic_optimization = False
@@ -179,23 +180,25 @@ class GANModule(TextConditionedModule):
         for _ in range(self.d_steps):
             with self.toggled_optimizer(opt_d):
                 d_loss, stats = self.discriminator_loss(real, cond, same)
-                self._update(opt_d, sched_d, self.guard(d_loss, "train/d_loss"))
+                with _uncounted(opt_d):
+                    self._update(opt_d, self.guard(d_loss, "train/d_loss"))
         with self.toggled_optimizer(opt_g):
             g_loss, g_stats = self.generator_loss(cond, same)
-            self._update(opt_g, sched_g, self.guard(g_loss, "train/g_loss"))
+            self._update(opt_g, self.guard(g_loss, "train/g_loss"))
+        sched_d.step()
+        sched_g.step()
         self.update_ema()  # now, not at batch end: checkpoint callbacks of this batch run before that
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
         self.log("train/g_loss", g_loss.detach(), prog_bar=True, on_step=True, batch_size=n)
         self.log_scalars({f"train/{k}": v for k, v in {**stats, **g_stats}.items()}, batch_size=n)
 
-    def _update(self, opt: Any, sched: Any, loss: torch.Tensor) -> None:
+    def _update(self, opt: Any, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.grad_clip:
             self.clip_gradients(opt, gradient_clip_val=float(self.grad_clip),
                                 gradient_clip_algorithm=self.grad_clip_algorithm)
         opt.step()
-        sched.step()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """``val/loss`` = D's loss (``adv_loss``) on held-out (image, caption) pairs vs EMA-generator fakes
@@ -235,3 +238,19 @@ class GANModule(TextConditionedModule):
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,
                   truncation: float | None = None) -> torch.Tensor:
         return net(self.sample_z(cond.shape[0], generator, truncation), cond)
+
+
+@contextlib.contextmanager
+def _uncounted(opt: Any) -> Iterator[None]:
+    """Run ``opt.step()`` through the strategy (precision plugins, DDP) without advancing
+    ``global_step``: under manual optimisation Lightning counts a step in the LightningOptimizer's
+    ``_on_before_step``/``_on_after_step`` hooks, which are swapped for no-ops here (and restored)."""
+    hooks = getattr(opt, "_on_before_step", None), getattr(opt, "_on_after_step", None)
+    if hooks[0] is None or hooks[1] is None:  # a plain torch optimiser (module used outside a Trainer)
+        yield
+        return
+    opt._on_before_step = opt._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        opt._on_before_step, opt._on_after_step = hooks

@@ -9,8 +9,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from t2ilab.models.base import Generator, TextConditionedModule, check_choice, to_unit_range
-from t2ilab.models.losses import RECON_KINDS, decoded_mean, kl_normal, recon_nll
+from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
+from t2ilab.models.losses import decoded_mean, kl_normal, recon_nll
 
 SCALES = ("channel", "scalar")
 PRIORS = ("standard", "conditional")
@@ -46,9 +46,6 @@ class VAEModule(TextConditionedModule):
         kwargs["sampling"] = {"temperature": 1.0, **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.05)
         super().__init__(**kwargs)
-        check_choice("recon", recon, RECON_KINDS)
-        check_choice("prior", prior, PRIORS)
-        check_choice("scale", scale, SCALES)
         self.z_dim, self.recon, self.beta = int(z_dim), recon, float(beta)
         self.kl_warmup_steps, self.free_bits = int(kl_warmup_steps), float(free_bits)
         self.active_threshold = float(active_threshold)

@@ -6,9 +6,10 @@ import textwrap
 from typing import Sequence
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from t2ilab.evaluation.images import to_uint8
+from t2ilab.tracking.fonts import caption_font
 
 
 def captioned_grid(images: torch.Tensor, prompts: Sequence[str], num_per_prompt: int, scale: int = 2,
@@ -20,7 +21,7 @@ def captioned_grid(images: torch.Tensor, prompts: Sequence[str], num_per_prompt:
     if u8.shape[1] == 1:
         u8 = u8.expand(-1, 3, -1, -1)
     h, w = u8.shape[2] * scale, u8.shape[3] * scale
-    font = ImageFont.load_default()
+    font = caption_font("".join(prompts), size=10)  # one that draws every character of the prompts
     line_h = 11
     row_h = max(h, line_h * 3) + pad
     canvas = Image.new("RGB", (label_width + num_per_prompt * (w + pad) + pad, len(prompts) * row_h + pad), "white")

@@ -2,7 +2,7 @@
 
 * ``COMPLETE`` or ``FAILED`` (JSON: status, reason, step, time) in the run dir — exactly one;
 * SIGTERM (cluster preemption / time limit) and SIGINT (Ctrl-C) first write ``last.ckpt`` of the
-  current step (atomically: temp file + rename), then the process exits non-zero
+  current step (atomically, via models.atomic_io), then the process exits non-zero
   (128 + signal number, the shell convention), never 0;
 * the exit code and reason go to the W&B run (``finish_wandb``) and to train.log.
 
@@ -12,13 +12,14 @@ status 0 — and Ctrl-C into ``sys.exit(1)`` after its own cleanup; ``exit_code`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -83,19 +84,14 @@ class InterruptCheckpoint(L.Callback):
         dirpath = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints")
         dirpath.mkdir(parents=True, exist_ok=True)
         final = dirpath / "last.ckpt"
-        tmp = dirpath / f".last.ckpt.{os.getpid()}.tmp"
-        try:
-            trainer.save_checkpoint(tmp)
+        try:  # atomic: train.py gives the trainer models.atomic_io.AtomicCheckpointIO
+            trainer.save_checkpoint(final)
             if trainer.is_global_zero:
-                os.replace(tmp, final)
                 self.saved = final
                 log.warning("interrupted at global step %d: checkpoint written to %s", trainer.global_step, final)
         except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
             log.error("could not write the interrupt checkpoint (%s: %s); the last periodic one is kept",
                       type(e).__name__, e)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
 def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | None) -> tuple[int, str]:
@@ -105,6 +101,20 @@ def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | N
     log.error("run FAILED: %s", reason, exc_info=None if quiet else exc)
     mark(run_dir, "FAILED", reason, step)
     return exit_code(exc), reason
+
+
+@contextlib.contextmanager
+def recorded(run_dir: str | os.PathLike) -> Iterator[None]:
+    """``sample``/``eval``: mark the (Hydra-created) run dir COMPLETE or FAILED with the reason, so a
+    failed command never leaves an unexplained, empty-looking run dir behind."""
+    try:
+        yield
+    except BaseException as e:
+        if Path(run_dir).is_dir() and os.access(run_dir, os.W_OK):
+            record_failure(run_dir, e, None)
+        raise
+    if Path(run_dir).is_dir():
+        mark(run_dir, "COMPLETE")
 
 
 def status_of(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
 
 
 def ensure_writable_dir(path: str | os.PathLike, option: str) -> Path:
@@ -30,3 +32,26 @@ def read_text_file(path: str | os.PathLike, option: str) -> str:
     except UnicodeDecodeError as e:
         raise ValueError(f"{option}={p} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 4]!r}); "
                          f"re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.txt`)") from e
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` via a same-directory temp file (fsync) + ``os.replace``: readers and
+    crashes (``kill -9``, full disk) never see or leave a partial file (see models/atomic_io.py)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write {path} ({e.strerror or e}); nothing partial was left behind "
+                                   "and any earlier version of the file is intact") from e
+        raise
+    return path

@@ -1,0 +1,183 @@
+"""Typed schemas of the config groups users override most (trainer, data, encoder, model per family,
+sampling, metrics), checked right after composition, before any data, model or W&B work.
+
+Why dataclasses + our own strict checker instead of Hydra ConfigStore structured configs: the YAML
+tree stays the one source of defaults (with its comments), typed nodes would hand ``Enum`` objects
+to the modules and to saved configs, and OmegaConf's own nodes accept strings for numbers
+(``"100"`` for an int), which is how a bad value used to reach Lightning. Here a wrong type or an
+unknown choice names the key, the value, what is expected and an example; choices are ``Enum``s
+built from the modules' own tuples (one list, no second check in the modules). Keys a schema does
+not list stay free-form (Hydra already rejects unknown keys without ``+``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+def choices(name: str, values: Any) -> type[Enum]:
+    """An Enum whose member names and values are the given strings (the schema form of a choice)."""
+    return Enum(name, {str(v): str(v) for v in values})
+
+
+# ---------------------------------------------------------------- strict type check of plain values
+def describe(tp: Any) -> str:
+    """Human form of a schema type, for messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(describe(a) for a in inner) + " or null"
+    if origin in (list, tuple):
+        return f"a list of {describe(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(m.value for m in tp)
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def conforms(tp: Any, v: Any) -> bool:
+    """Whether plain value ``v`` has schema type ``tp`` (bool is not a number, str is not a number)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(a, v) for a in args)
+    if tp is type(None):
+        return v is None
+    if origin in (list, tuple):
+        return isinstance(v, (list, tuple)) and (not args or all(conforms(args[0], x) for x in v))
+    if origin is dict:
+        return isinstance(v, dict)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return isinstance(v, str) and v in {m.value for m in tp}
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, tp)
+
+
+def check_node(values: Any, schema: type, prefix: str, errors: list[str]) -> None:
+    """Append one message per field of ``schema`` whose value in ``values`` (a plain dict) is wrong."""
+    if not isinstance(values, dict):
+        errors.append(f"  {prefix.rstrip('.')}={values!r} must be a mapping of options")
+        return
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name not in values:
+            continue
+        tp, v, key = hints[f.name], values[f.name], prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            if v is not None:
+                check_node(v, tp, key + ".", errors)
+        elif not conforms(tp, v) and not (isinstance(v, str) and v == "???"):
+            example = f.metadata.get("example")
+            hint = f", e.g. {key}={example}" if example is not None else ""
+            errors.append(f"  {key}={v!r} ({type(v).__name__}) must be {describe(tp)}{hint}")
+
+
+def _ex(example: Any, tp_default: Any = dataclasses.MISSING) -> Any:
+    return dataclasses.field(default=tp_default, metadata={"example": example})
+
+
+# ---------------------------------------------------------------- group schemas
+@dataclasses.dataclass
+class TrainerSchema:
+    max_steps: int = _ex(20000)
+    max_epochs: int = _ex(-1)
+    val_check_interval: Optional[float] = _ex(1000)
+    limit_val_batches: Optional[float] = _ex(8)
+    log_every_n_steps: int = _ex(25)
+    gradient_clip_val: Optional[float] = _ex(1.0)
+    accumulate_grad_batches: int = _ex(1)
+    num_nodes: int = _ex(1)
+    enable_progress_bar: bool = _ex("false")
+
+
+@dataclasses.dataclass
+class DataSchema:
+    image_size: int = _ex(32)
+    channels: int = _ex(3)
+    batch_size: int = _ex(64)
+    num_workers: int = _ex(0)
+    pin_memory: bool = _ex("false")
+    seed: int = _ex(0)
+    # shapes
+    num_train: int = _ex(20000)
+    num_val: int = _ex(1000)
+    num_test: int = _ex(1000)
+    max_shapes: int = _ex(2)
+    two_shape_prob: float = _ex(0.3)
+    supersample: int = _ex(4)
+    # class prompts / caption folders
+    resize_mode: choices("ResizeMode", ("pad", "resize")) = _ex("pad")  # type: ignore[valid-type]
+    val_size: int = _ex(5000)
+    limit_train: Optional[int] = _ex(5000)
+    val_fraction: float = _ex(0.05)
+
+
+@dataclasses.dataclass
+class EncoderSchema:
+    model_name: str = _ex("ViT-B-32")
+    pretrained: Optional[str] = _ex("laion2b_s34b_b79k")
+    checkpoint_path: Optional[str] = _ex("/path/open_clip.bin")
+    random_init: bool = _ex("false")
+    seed: int = _ex(0)
+    batch_size: int = _ex(256)
+    dim: Optional[int] = _ex(512)
+
+
+def _values(node: DictConfig, schema: type) -> dict[str, Any]:
+    """The schema's fields of a config node as plain values, resolved one by one (a field whose
+    interpolation cannot be resolved outside a Hydra run, like ``${hydra:...}``, is skipped)."""
+    hints, out = typing.get_type_hints(schema), {}
+    for f in dataclasses.fields(schema):
+        if f.name not in node or OmegaConf.is_missing(node, f.name):
+            continue
+        try:
+            v = node[f.name]
+            if isinstance(v, DictConfig) and dataclasses.is_dataclass(hints[f.name]):
+                v = _values(v, hints[f.name])
+            elif isinstance(v, (DictConfig, ListConfig)):
+                v = OmegaConf.to_container(v, resolve=True)
+        except Exception:  # noqa: BLE001 - unresolvable here; checked where it is used
+            continue
+        out[f.name] = v
+    return out
+
+
+def model_schemas() -> dict[str, type]:
+    """``model._target_`` -> schema (imported lazily: the choice lists live in the model modules)."""
+    from t2ilab.utils import model_schema
+
+    return model_schema.BY_TARGET
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one ValueError listing every wrong type / unknown choice in the composed config."""
+    from t2ilab.evaluation.settings import MetricsSettings
+
+    errors: list[str] = []
+    top = {"seed": int, "num_per_prompt": int, "batch_size": int}
+    for key, tp in top.items():
+        if key in cfg and not conforms(tp, cfg[key]):
+            errors.append(f"  {key}={cfg[key]!r} ({type(cfg[key]).__name__}) must be {describe(tp)}, e.g. {key}=4")
+    groups: list[tuple[str, type | None]] = [("trainer", TrainerSchema), ("data", DataSchema),
+                                             ("encoder", EncoderSchema), ("metrics", MetricsSettings)]
+    model = cfg.get("model") if isinstance(cfg.get("model"), DictConfig) else None
+    if model is not None:
+        groups.append(("model", model_schemas().get(str(model.get("_target_")))))
+    for group, schema in groups:
+        node = cfg.get(group)
+        if schema is None or not isinstance(node, DictConfig):
+            continue
+        check_node(_values(node, schema), schema, group + ".", errors)
+    if errors:
+        raise ValueError("wrong config value(s), stopped before any work:\n" + "\n".join(errors))
