@@ -24,22 +24,40 @@ from t2ilab.utils.schema import validate
 log = logging.getLogger("t2ilab.train")
 
 
-def _check_resume(cfg: DictConfig) -> None:
-    """Before any work: the checkpoint must be readable and fit the composed config; resuming then
-    continues its W&B run instead of starting a new one."""
-    if not cfg.ckpt_path:
-        return
-    from t2ilab.models.checkpoint import check_compatible, read_metadata
+def resolve_ckpt_path(value: Any, cfg: DictConfig) -> str | None:
+    """``auto`` -> this run dir's ``last.ckpt`` when it exists (a relaunched / requeued job), else None."""
+    if value is None or str(value).strip().lower() in ("", "null", "none"):
+        return None
+    if str(value) != "auto":
+        return str(value)
+    ck = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    ck_dir = Path(ck.get("dirpath") or Path(cfg.paths.run_dir) / "checkpoints")
+    for stray in ck_dir.glob(".*.tmp"):  # left by a save that was killed (the target itself is intact)
+        stray.unlink(missing_ok=True)
+    last = ck_dir / "last.ckpt"
+    if last.is_file():
+        log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last)
+    log.info("ckpt_path=auto: no checkpoint in %s, starting fresh", ck_dir)
+    return None
 
-    _, meta = read_metadata(cfg.ckpt_path)
-    check_compatible(cfg.ckpt_path, meta, cfg)
-    if "wandb" not in (cfg.logger or {}) or cfg.logger.wandb.get("id"):
-        return
-    if meta.get("wandb_id"):
-        with open_dict(cfg):
-            cfg.logger.wandb.id = meta["wandb_id"]
-            cfg.logger.wandb.resume = "allow"
-        log.info("resuming W&B run %s", meta["wandb_id"])
+
+def _check_resume(cfg: DictConfig) -> None:
+    """Before any work: resolve ``ckpt_path`` (``auto``); the checkpoint must be readable and fit the
+    composed config; the W&B run id is the checkpoint's (or this run dir's), never a new one."""
+    from t2ilab.tracking.loggers import wandb_identity
+
+    with open_dict(cfg):
+        cfg.ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
+    meta: dict = {}
+    if cfg.ckpt_path:
+        from t2ilab.models.checkpoint import check_compatible, read_metadata
+
+        _, meta = read_metadata(cfg.ckpt_path)
+        check_compatible(cfg.ckpt_path, meta, cfg)
+        if meta.get("wandb_id"):
+            log.info("resuming W&B run %s", meta["wandb_id"])
+    wandb_identity(cfg, cfg.paths.run_dir, meta.get("wandb_id"))
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -57,6 +75,10 @@ def train(cfg: DictConfig) -> float | None:
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
         validate(cfg)
+        previous = run_status.clear(run_dir)  # a relaunch into the same run dir is running again
+        if previous:
+            log.info("run dir %s was marked %s before (%s); running again", run_dir, previous["status"],
+                     previous.get("reason") or "no reason")
         show_and_save_config(cfg, run_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         manifest = build_manifest(config, cfg.seed)

@@ -18,6 +18,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from t2ilab.data.sampler import ResumableRandomSampler
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -171,7 +173,10 @@ class CaptionedDataModule(L.LightningDataModule):
         # (re)build when this split brings captions the table lacks (e.g. test after setup("fit"));
         # a no-op when every caption is already a row
         self._build_embedding_table()
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
+        # training order: a seeded per-epoch permutation that needs no global RNG and can skip the
+        # batches a resumed run already saw (data/sampler.py); seed = the run's seed_everything seed
+        sampler = ResumableRandomSampler(len(ds), torch.initial_seed()) if shuffle else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           collate_fn=self.collate(), persistent_workers=self.num_workers > 0)
 

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from t2ilab.models import resume
+from t2ilab.models import resume, training_state
 from t2ilab.models.ema import EMA
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class TextConditionedModule(L.LightningModule):
         self.register_buffer("cond_mean_set", torch.tensor(False))
         self.ema: EMA | None = None
         self._ema_step = -1  # global step of the last EMA update (one update per step)
+        self._batches_seen, self._resume_rng = 0, None  # exact resume (models/training_state.py)
         self.run_config: dict | None = None  # the composed run config; saved in every checkpoint
         self._configured_hparams: dict[int, list[dict]] = {}  # id(optimizer) -> configured hyper-parameters
         self._ckpt_config: dict | None = None  # run config stored in the checkpoint being resumed
@@ -217,21 +218,36 @@ class TextConditionedModule(L.LightningModule):
             self.set_cond_mean(table)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._ckpt_config = (checkpoint.get("t2ilab") or {}).get("config")
+        meta = checkpoint.get("t2ilab") or {}
+        self._ckpt_config = meta.get("config")
+        self._batches_seen = int(meta.get("batches_seen", checkpoint.get("global_step", 0)))
+        self._resume_rng = meta.get("rng")
 
     def on_train_start(self) -> None:
         """After a resume restored the optimiser state: the composed config's optimiser values
         (lr, weight decay, betas, ...) take effect, and every change is logged (models/resume.py)."""
         if self.trainer.ckpt_path:
+            training_state.skip_trained_batches(self.trainer, self._batches_seen)
             resume.apply(self.trainer.optimizers, [c.scheduler for c in self.trainer.lr_scheduler_configs],
                          self._configured_hparams)
             resume.config_changes(self._ckpt_config, self.run_config)
+
+    def fixed_noise(self, batch_idx: int):
+        """Validation draws (noise, timesteps, z) from seed ``batch_idx``, leaving the training RNG untouched."""
+        return training_state.fixed_rng(10_000 + batch_idx, self.device)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._resume_rng is not None:  # first batch after a resume: the RNG as it was at the save
+            training_state.set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        self._batches_seen += 1
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         import t2ilab
 
         checkpoint["t2ilab"] = {"config": self.run_config, "family": self.family, "cond_dim": self.cond_dim,
-                                "image_shape": list(self.image_shape), "version": t2ilab.__version__}
+                                "image_shape": list(self.image_shape), "version": t2ilab.__version__,
+                                "batches_seen": self._batches_seen, "rng": training_state.rng_state()}
         for lg in self.loggers if self._trainer is not None else []:
             if type(lg).__name__ == "WandbLogger":  # resuming reuses this run id (no new W&B run)
                 checkpoint["t2ilab"]["wandb_id"] = lg.version

@@ -63,7 +63,8 @@ class DiffusionModule(TextConditionedModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self.diffusion_loss(batch["image"], self.prepare_cond(batch["cond"]))
+        with self.fixed_noise(batch_idx):  # same timesteps/noise in every run: comparable val/loss
+            loss = self.diffusion_loss(batch["image"], self.prepare_cond(batch["cond"]))
         self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=batch["image"].shape[0])
 

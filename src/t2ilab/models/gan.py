@@ -206,8 +206,9 @@ class GANModule(TextConditionedModule):
         (hinge: about 2 + mismatch_weight when D cannot tell; near 0 when D wins or overfits), not
         quality. ``val/g_loss``: G's adversarial loss on those fakes."""
         cond = self.prepare_cond(batch["cond"])
-        loss, stats = self.discriminator_loss(batch["image"], cond, self.same_pairs(batch, cond),
-                                              gen=self.sampling_net, train=False)
+        with self.fixed_noise(batch_idx):
+            loss, stats = self.discriminator_loss(batch["image"], cond, self.same_pairs(batch, cond),
+                                                  gen=self.sampling_net, train=False)
         values = {"val/loss": loss, "val/d_real": stats["d_real"], "val/d_fake": stats["d_fake"],
                   "val/g_loss": g_adv_loss(self.adv_loss, stats["fake_scores"])}
         self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True, batch_size=cond.shape[0])

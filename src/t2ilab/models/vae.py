@@ -90,7 +90,8 @@ class VAEModule(TextConditionedModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """``val/loss`` = the negative ELBO (recon + KL, beta = 1, no free bits) on held-out pairs:
         comparable across beta / warm-up / free-bits settings of the same ``recon``."""
-        recon, kl_dims = self.elbo_terms(batch["image"], self.prepare_cond(batch["cond"]))
+        with self.fixed_noise(batch_idx):
+            recon, kl_dims = self.elbo_terms(batch["image"], self.prepare_cond(batch["cond"]))
         kl = kl_dims.sum()
         values = {"val/loss": recon + kl, "val/recon": recon, "val/kl": kl,
                   "val/active_dims": (kl_dims > self.active_threshold).sum().float()}

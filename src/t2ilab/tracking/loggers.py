@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from typing import Any
 
 
@@ -22,3 +24,46 @@ def finish_wandb(loggers: list[Any], exit_code: int = 0, reason: str | None = No
             if reason:
                 wandb.run.summary["failure"] = reason
             wandb.finish(exit_code=exit_code)
+
+
+def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None) -> None:
+    """Fill ``logger.wandb.id`` / ``resume`` / ``group`` / ``tags`` so a run keeps one W&B run for
+    its whole life and sweeps group on dashboards:
+
+    * id: the checkpoint's run id when resuming, else the one stored in ``<run_dir>/wandb_id``
+      (written at the first start; a job relaunched into the same run dir before its first
+      checkpoint continues the same W&B run), unless the user set ``logger.wandb.id``;
+    * multirun: group = the sweep dir's name (unless set), tags += the job's overrides (``lr=1e-4``).
+    """
+    from omegaconf import open_dict
+
+    wb = (cfg.get("logger") or {}).get("wandb")
+    if wb is None:
+        return
+    id_file = Path(run_dir) / "wandb_id"
+    with open_dict(cfg):
+        if not wb.get("id"):
+            wid = resumed_id or (id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4))
+            wb.id, wb.resume = wid, "allow"
+        if not id_file.is_file():
+            id_file.write_text(str(wb.id) + "\n")
+        sweep = _sweep_info()
+        if sweep is not None:
+            group, overrides = sweep
+            wb.group = wb.get("group") or group
+            wb.tags = [*list(wb.get("tags") or []), *overrides]
+
+
+def _sweep_info() -> tuple[str, list[str]] | None:
+    """(sweep name, this job's overrides) inside a Hydra multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    name = "/".join(Path(hc.sweep.dir).parts[-2:])
+    return name, [o for o in hc.overrides.task][:20]

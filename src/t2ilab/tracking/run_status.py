@@ -71,15 +71,17 @@ def mark(run_dir: str | os.PathLike, status: str, reason: str | None = None, ste
 
 
 class InterruptCheckpoint(L.Callback):
-    """On SIGTERM / SIGINT, save ``last.ckpt`` of the current step (atomically) before the process
+    """On SIGTERM / SIGINT / SystemExit, save ``last.ckpt`` of the current step (atomically) before the process
     exits, so ``ckpt_path=<run>/checkpoints/last.ckpt`` (or a requeue) continues from there."""
 
     def __init__(self) -> None:
         self.saved: Path | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt, SystemExit)):
             return  # errors (NaN guard, bad data, ...) keep the last good checkpoint instead
+        # SystemExit: something asked the process to end mid-fit, e.g. submitit's USR2 handler after it
+        # requeued the job on Slurm (preemption / time limit); the requeued job resumes from this
         ck = trainer.checkpoint_callback
         dirpath = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints")
         dirpath.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,14 @@ def recorded(run_dir: str | os.PathLike) -> Iterator[None]:
         raise
     if Path(run_dir).is_dir():
         mark(run_dir, "COMPLETE")
+
+
+def clear(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Remove the COMPLETE/FAILED marker (a relaunch is running again); returns what it said."""
+    previous = status_of(run_dir)
+    for m in MARKERS:
+        (Path(run_dir) / m).unlink(missing_ok=True)
+    return previous
 
 
 def status_of(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 
 from omegaconf import OmegaConf
 
 # One id per process, fixed at import: every access to ``${t2ilab.run_id:}`` in this process
 # returns the same value, while two launches in the same second get different ids.
 _RUN_ID = f"{os.getpid() % 100000:05d}{secrets.token_hex(3)}"
+_START = time.time()
 
 
 def run_id() -> str:
@@ -17,9 +19,30 @@ def run_id() -> str:
     return _RUN_ID
 
 
+def run_name() -> str:
+    """The run directory's name below ``outputs/runs`` — a function of the launch, so a relaunched
+    or requeued job lands in the same dir (and ``ckpt_path=auto`` finds its checkpoint):
+
+    * ``T2ILAB_RUN_NAME`` when set (pin the identity yourself, e.g. for a manual relaunch);
+    * on Slurm ``slurm/<job id>`` or ``slurm/<array job id>_<task id>`` (``scontrol requeue`` keeps
+      the id; array tasks and separate jobs never share one);
+    * otherwise ``<date>/<time>_<pid + 24 random bits>``: never the same for two launches.
+    """
+    env = os.environ
+    if env.get("T2ILAB_RUN_NAME"):
+        return env["T2ILAB_RUN_NAME"]
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm/{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm/{env['SLURM_JOB_ID']}"
+    return time.strftime("%Y-%m-%d/%H-%M-%S_", time.localtime(_START)) + _RUN_ID
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("t2ilab.run_id"):
         OmegaConf.register_new_resolver("t2ilab.run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("t2ilab.run_name"):
+        OmegaConf.register_new_resolver("t2ilab.run_name", run_name, use_cache=True)
     if not OmegaConf.has_resolver("t2ilab.eval"):
         # small arithmetic in configs, e.g. ${t2ilab.eval:'${data.image_size} // 8'}
         OmegaConf.register_new_resolver("t2ilab.eval", lambda expr: eval(expr, {"__builtins__": {}}))
