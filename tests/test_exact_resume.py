@@ -1,6 +1,7 @@
 """Complete resume (issue 12): for every family, N steps uninterrupted == k steps, ``kill -9``,
 relaunch into the same run dir (``ckpt_path=auto``) up to N — bit-identical weights and EMA on CPU.
-Covers RNG state, data-order position inside an epoch (k is mid-epoch, N crosses an epoch),
+A second test ends the process *mid-batch* (as a Slurm preemption does): the interrupt checkpoint
+records the state before that batch, so the resume is exact too. Covers RNG state, data-order position inside an epoch (k is mid-epoch, N crosses an epoch),
 optimiser/LR/EMA state, validation in between (it must not consume training randomness), the
 stable run dir and the same W&B run id."""
 
@@ -25,6 +26,15 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+class ExitMidBatch(L.Callback):
+    '''End the process inside the batch after global step `step`, before its update -- what submitit's
+    USR2 handler does on a Slurm preemption (requeue, then sys.exit(-1)).'''
+    def __init__(self, step):
+        self.step = step
+    def on_before_backward(self, trainer, module, loss):
+        if trainer.global_step == self.step:
+            raise SystemExit(-1)
 """
 TINY = {
     "diffusion": ["model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
@@ -72,3 +82,20 @@ def test_kill_9_and_resume_equals_uninterrupted(family, tmp_path):
     assert (killed / "wandb_id").read_text() == wandb_id
     runs = sorted(p.name.rsplit("-", 1)[-1] for p in (killed / "wandb").glob("offline-run-*"))
     assert runs == [wandb_id.strip()] * 2  # the relaunch continued the same W&B run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_preempted_mid_batch_and_resumed_equals_uninterrupted(family, tmp_path):
+    (tmp_path / "killer_mod.py").write_text(KILLER)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert train(tmp_path, straight, family).returncode == 0
+    r = train(tmp_path, cut, family, "+callbacks.killer._target_=killer_mod.ExitMidBatch", f"+callbacks.killer.step={K}",
+              "callbacks.model_checkpoint.every_n_train_steps=100")  # only the interrupt checkpoint exists
+    assert r.returncode not in (0, -9) and "interrupted at global step 3" in r.stdout + r.stderr, r.stderr[-3000:]
+    r = train(tmp_path, cut, family)  # checkpointing every step now: a changed callback config
+    assert r.returncode == 0 and "skipping the 3 batch(es) of epoch 0" in r.stdout + r.stderr, r.stderr[-3000:]
+    assert not list((cut / "checkpoints").glob("last-v*.ckpt"))  # last.ckpt itself is overwritten
+    a, b = weights(straight), weights(cut)
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differing, differing[:5]

@@ -79,6 +79,7 @@ class TextConditionedModule(L.LightningModule):
         self.ema: EMA | None = None
         self._ema_step = -1  # global step of the last EMA update (one update per step)
         self._batches_seen, self._resume_rng = 0, None  # exact resume (models/training_state.py)
+        self._batch_start: tuple[int, dict, dict] | None = None  # (global step, RNG, buffers) when the batch began
         self.run_config: dict | None = None  # the composed run config; saved in every checkpoint
         self._configured_hparams: dict[int, list[dict]] = {}  # id(optimizer) -> configured hyper-parameters
         self._ckpt_config: dict | None = None  # run config stored in the checkpoint being resumed
@@ -240,14 +241,27 @@ class TextConditionedModule(L.LightningModule):
         if self._resume_rng is not None:  # first batch after a resume: the RNG as it was at the save
             training_state.set_rng_state(self._resume_rng)
             self._resume_rng = None
+        # an interrupt checkpoint taken before this batch's update (SIGTERM / preemption mid-batch) must
+        # record the state *before* the batch, or the resumed run would skip its data and shift the RNG
+        # (buffers too: a forward pass already moves e.g. spectral-norm power-iteration vectors)
+        self._batch_start = (self.trainer.global_step, training_state.rng_state(),
+                             {n: b.detach().clone() for n, b in self.named_buffers()})
         self._batches_seen += 1
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         import t2ilab
 
+        seen, rng = self._batches_seen, training_state.rng_state()
+        start = self._batch_start
+        if start is not None and self._trainer is not None and self.trainer.global_step == start[0]:
+            # saved mid-batch, before its update: as if saved at the end of the previous batch
+            seen, rng = seen - 1, start[1]
+            training_state.as_if_saved_after_previous_batch(checkpoint)
+            state = checkpoint["state_dict"]
+            state.update({n: b for n, b in start[2].items() if n in state})
         checkpoint["t2ilab"] = {"config": self.run_config, "family": self.family, "cond_dim": self.cond_dim,
                                 "image_shape": list(self.image_shape), "version": t2ilab.__version__,
-                                "batches_seen": self._batches_seen, "rng": training_state.rng_state()}
+                                "batches_seen": seen, "rng": rng}
         for lg in self.loggers if self._trainer is not None else []:
             if type(lg).__name__ == "WandbLogger":  # resuming reuses this run id (no new W&B run)
                 checkpoint["t2ilab"]["wandb_id"] = lg.version

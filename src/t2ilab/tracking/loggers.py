@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,14 @@ def finish_wandb(loggers: list[Any], exit_code: int = 0, reason: str | None = No
         import wandb
 
         if wandb.run is not None:
-            if reason:
-                wandb.run.summary["failure"] = reason
-            wandb.finish(exit_code=exit_code)
+            try:
+                if reason:
+                    wandb.run.summary["failure"] = reason
+                wandb.finish(exit_code=exit_code)
+            except Exception as e:  # noqa: BLE001 - e.g. Slurm's requeue killed wandb's service process
+                # first; never let this replace the error that ended the run
+                logging.getLogger(__name__).warning("could not finish the W&B run cleanly (%s: %s)",
+                                                    type(e).__name__, e)
 
 
 def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None) -> None:
@@ -33,7 +39,8 @@ def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None)
     * id: the checkpoint's run id when resuming, else the one stored in ``<run_dir>/wandb_id``
       (written at the first start; a job relaunched into the same run dir before its first
       checkpoint continues the same W&B run), unless the user set ``logger.wandb.id``;
-    * multirun: group = the sweep dir's name (unless set), tags += the job's overrides (``lr=1e-4``).
+    * multirun: group = the sweep dir's name (unless set), tags += the job's values of the swept keys
+      (``model.optimizer.lr=1e-4``; at most 64 characters each, W&B's limit).
     """
     from omegaconf import open_dict
 
@@ -55,7 +62,7 @@ def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None)
 
 
 def _sweep_info() -> tuple[str, list[str]] | None:
-    """(sweep name, this job's overrides) inside a Hydra multirun, else None."""
+    """(sweep name, this job's values of the swept keys) inside a Hydra multirun, else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -66,4 +73,22 @@ def _sweep_info() -> tuple[str, list[str]] | None:
     if hc.mode != RunMode.MULTIRUN:
         return None
     name = "/".join(Path(hc.sweep.dir).parts[-2:])
-    return name, [o for o in hc.overrides.task][:20]
+    swept = swept_keys(Path(hc.sweep.dir) / "multirun.yaml")
+    own = list(hc.overrides.task)
+    tags = [o for o in own if o.split("=", 1)[0].lstrip("+~") in swept]
+    return name, [t if len(t) <= 64 else t[:61] + "..." for t in tags[:20]]  # W&B refuses tags over 64 chars
+
+
+def swept_keys(multirun_yaml: Path) -> set[str]:
+    """Keys a sweep varies: grid overrides with several values (``seed=1,2``, ``range(...)``) on the
+    launching command line, plus the search space of a sweeper (``hydra.sweeper.params``, Optuna)."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        launch = OmegaConf.load(multirun_yaml)
+        parsed = OverridesParser.create().parse_overrides(list(launch.hydra.overrides.task))
+    except Exception:  # noqa: BLE001 - no/unreadable multirun.yaml: no swept values to tag
+        return set()
+    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    return keys | set((OmegaConf.select(launch, "hydra.sweeper.params") or {}).keys())

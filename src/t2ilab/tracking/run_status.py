@@ -52,6 +52,10 @@ def describe(exc: BaseException, step: int | None) -> str:
         what = "SIGTERM (preempted or killed by the scheduler)"
     elif _interrupted(exc):
         what = "SIGINT (interrupted)"
+    elif isinstance(exc, SystemExit) and exc.code == -1 and os.environ.get("SLURM_JOB_ID"):
+        # submitit's USR2 handler (preemption / time limit) requeued the job, then called sys.exit(-1)
+        what = (f"Slurm preemption or time limit: job {os.environ['SLURM_JOB_ID']} was requeued and resumes "
+                "from last.ckpt in this run dir")
     else:
         what = f"{type(exc).__name__}: {exc}"
     return f"{what} at global step {step}" if step is not None else what

@@ -65,20 +65,20 @@ def _key(item: Any) -> str:
 
 
 def read_offline_run(path: str | Path) -> dict[str, Any]:
-    """``{"id", "config", "summary", "history", "exit_code"}`` of an offline run (values JSON-decoded;
+    """``{"id", "group", "tags", "config", "summary", "history", "exit_code"}`` of an offline run (values JSON-decoded;
     ``exit_code`` is None when the run was never finished, e.g. killed with -9).
 
     ``summary`` merges the explicit summary updates over the last value of every history key
     (what the W&B UI shows); ``history`` is the list of logged rows."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run_id, config, summary, history, exit_code = None, {}, {}, [], None
+    run_id, group, tags, config, summary, history, exit_code = None, None, [], {}, {}, [], None
     for payload in _payloads(find_run_file(path).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            run_id = rec.run.run_id
+            run_id, group, tags = rec.run.run_id, rec.run.run_group or None, list(rec.run.tags)
             config.update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
         elif kind == "config":
             config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
@@ -91,7 +91,7 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
         elif kind == "summary":
             summary.update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
     config = {k: v["value"] if isinstance(v, dict) and set(v) >= {"value"} else v for k, v in config.items()}
-    return {"id": run_id, "config": config, "summary": summary, "history": history, "exit_code": exit_code}
+    return {"id": run_id, "group": group, "tags": tags, "config": config, "summary": summary, "history": history, "exit_code": exit_code}
 
 
 if __name__ == "__main__":
