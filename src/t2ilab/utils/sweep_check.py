@@ -1,0 +1,76 @@
+"""Check a grid sweep before any job is launched (a Hydra callback, ``hydra.callbacks`` in
+conf/hydra/default.yaml).
+
+Hydra composes each job's config only when the job runs — on Slurm, inside the job, after
+submission — so a typo in one swept value (``model.optimizer.lr=1e-4,abc``) or an unknown key
+would otherwise surface as N failed jobs. Here, in the launching process, every value of every
+swept key is composed at least once (each value with the first value of the other swept keys;
+``sum(len(values))`` compositions, not the full product) and type-checked by the same schema
+checker the jobs run (utils/schema.validate). Any failure stops the sweep with the job's
+overrides and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class SweepError(ValueError):
+    """A grid sweep whose jobs would fail at composition or type checking."""
+
+
+def covering_jobs(overrides: list[str]) -> list[list[str]]:
+    """Job override lists that use every value of every swept key at least once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = [(o, [str(v) for v in o.sweep_string_iterator()]) for o in parsed if o.is_sweep_override()]
+    if not swept:
+        return [fixed]
+
+    def line(o: Any, value: str) -> str:
+        return f"{o.get_key_element()}={value}"
+
+    first = [line(o, values[0]) for o, values in swept]
+    jobs = [fixed + first]
+    for i, (o, values) in enumerate(swept):
+        for v in values[1:]:
+            jobs.append(fixed + first[:i] + [line(o, v)] + first[i + 1:])
+    return jobs
+
+
+def check_sweep(config_name: str, overrides: list[str]) -> int:
+    """Compose and validate the covering jobs; returns how many were checked, raises SweepError."""
+    from hydra import compose
+
+    from t2ilab.utils.schema import validate
+
+    jobs = covering_jobs(overrides)
+    for job in jobs:
+        try:
+            validate(compose(config_name=config_name, overrides=job))
+        except Exception as e:  # noqa: BLE001 - composition errors come in several Hydra/OmegaConf types
+            raise SweepError(f"this sweep would fail before training; no job was launched.\n"
+                             f"  job overrides: {' '.join(job)}\n  {type(e).__name__}: {e}") from None
+    return len(jobs)
+
+
+class ValidateSweep(Callback):
+    """``on_multirun_start``: refuse a sweep with an invalid key or value before launching anything."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        overrides = list(config.hydra.overrides.task)
+        try:
+            n = check_sweep(config.hydra.job.config_name, overrides)
+        except SweepError as e:  # SystemExit: Hydra turns callback Exceptions into mere warnings
+            print(f"Error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        log.info("sweep checked before launch: %d job config(s) composed and type-checked", n)

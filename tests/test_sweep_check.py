@@ -1,0 +1,36 @@
+"""A grid sweep is checked before any job is launched (issue 12): every swept value is composed and
+type-checked in the launching process; one bad value or unknown key stops the sweep with the job's
+overrides and the reason, and no sweep dir or job exists afterwards."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import initialize_config_dir
+
+from t2ilab.utils.config import CONF_DIR
+from t2ilab.utils.sweep_check import SweepError, check_sweep, covering_jobs
+from test_entrypoints import run
+
+
+def test_covering_jobs_use_every_value_once_not_the_product():
+    jobs = covering_jobs(["debug=fast", "seed=1,2,3", "model=diffusion,vae"])
+    assert jobs == [["debug=fast", "seed=1", "model=diffusion"], ["debug=fast", "seed=2", "model=diffusion"],
+                    ["debug=fast", "seed=3", "model=diffusion"], ["debug=fast", "seed=1", "model=vae"]]
+    assert covering_jobs(["seed=4"]) == [["seed=4"]]
+
+
+def test_check_sweep_composes_and_type_checks_each_value():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert check_sweep("train", ["model=diffusion,gan,vae", "model.lr_warmup_steps=0,10"]) == 4
+        with pytest.raises(SweepError, match=r"model.optimizer.lr=abc[\s\S]*must be a number"):
+            check_sweep("train", ["seed=1,2", "model.optimizer.lr=1e-4,abc"])
+        with pytest.raises(SweepError, match=r"data=shapes,nope|nope"):
+            check_sweep("train", ["data=shapes,nope"])
+
+
+def test_a_bad_sweep_launches_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run("train", "-m", "debug=fast", "seed=1,2", "model.nonexist=3,4", f"hydra.sweep.dir={sweep}",
+            f"paths.output_dir={tmp_path / 'out'}", check=False)
+    assert r.returncode == 2 and "no job was launched" in r.stderr and "model.nonexist" in r.stderr, r.stderr[-2000:]
+    assert not sweep.exists() and not (tmp_path / "out").exists()
