@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import time
@@ -38,11 +39,20 @@ def run_name() -> str:
     return time.strftime("%Y-%m-%d/%H-%M-%S_", time.localtime(_START)) + _RUN_ID
 
 
+def _register():
+    """OmegaConf >= 2.4 names the typed-resolver API ``register_resolver`` (and deprecates
+    ``register_new_resolver``); in 2.3 ``register_resolver`` is the old string-only API."""
+    if "use_cache" in inspect.signature(OmegaConf.register_resolver).parameters:
+        return OmegaConf.register_resolver
+    return OmegaConf.register_new_resolver
+
+
 def register_resolvers() -> None:
+    register = _register()
     if not OmegaConf.has_resolver("t2ilab.run_id"):
-        OmegaConf.register_new_resolver("t2ilab.run_id", run_id, use_cache=True)
+        register("t2ilab.run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("t2ilab.run_name"):
-        OmegaConf.register_new_resolver("t2ilab.run_name", run_name, use_cache=True)
+        register("t2ilab.run_name", run_name, use_cache=True)
     if not OmegaConf.has_resolver("t2ilab.eval"):
         # small arithmetic in configs, e.g. ${t2ilab.eval:'${data.image_size} // 8'}
-        OmegaConf.register_new_resolver("t2ilab.eval", lambda expr: eval(expr, {"__builtins__": {}}))
+        register("t2ilab.eval", lambda expr: eval(expr, {"__builtins__": {}}))
