@@ -1,6 +1,7 @@
 """End to end through the real entry points: ``python -m t2ilab.train`` (W&B offline) -> run dir,
 manifest, checkpoint, logged values read back from the offline W&B run -> resume (same W&B run,
-EMA kept) -> ``python -m t2ilab.sample``; bad input errors; run-dir uniqueness."""
+EMA kept) -> ``python -m t2ilab.sample`` (files identical to ``t2ilab.eval``'s sample export); bad input errors;
+run-dir uniqueness."""
 
 from __future__ import annotations
 
@@ -94,6 +95,10 @@ def test_resume_continues_the_same_wandb_run_and_keeps_ema(trained, tmp_path):
     assert int(new["state_dict"]["ema.n_averaged"]) == int(ckpt["state_dict"]["ema.n_averaged"]) + 2
 
 
+def folder(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
 def test_sample_writes_pngs_prompts_and_grid_reproducibly(trained, tmp_path):
     out = tmp_path / "samples"
     prompts = tmp_path / "prompts.txt"
@@ -103,12 +108,14 @@ def test_sample_writes_pngs_prompts_and_grid_reproducibly(trained, tmp_path):
         f"hydra.run.dir={tmp_path / 'hydra'}")
     rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["a red circle"] * 2 + ["a blue square"] * 2
-    assert [r["seed"] for r in rows] == [5, 6, 7, 8]
-    assert all(r["num_steps"] == 2 and r["guidance_scale"] == 2.0 for r in rows)
+    assert [(r["file"], r["index"], r["seed"]) for r in rows] == [(f"{i:06d}.png", i, 5 + i) for i in range(4)]
+    assert all(r["sampling"]["num_steps"] == 2 and r["sampling"]["guidance_scale"] == 2.0 for r in rows)
     for r in rows:
         assert Image.open(out / r["file"]).size == (32, 32)
-    assert (out / "grid.png").is_file()
-    # the same call in-process with a different batch size gives the same pixels
+    # an image folder as FID tools read it: sample PNGs + prompts.jsonl only; the grid lies beside it
+    assert sorted(p.name for p in out.iterdir()) == [r["file"] for r in rows] + ["prompts.jsonl"]
+    assert (tmp_path / "samples_grid.png").is_file()
+    # the same call in-process with a different batch size gives the same files, byte for byte
     from t2ilab.sample import sample
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -117,8 +124,53 @@ def test_sample_writes_pngs_prompts_and_grid_reproducibly(trained, tmp_path):
                                            "num_per_prompt=2", "seed=5", "batch_size=3", "device=cpu",
                                            "sampling={num_steps: 2, guidance_scale: 2.0}"])
     again = sample(cfg)
-    for r in rows:
-        assert (Image.open(again / r["file"]).tobytes() == Image.open(out / r["file"]).tobytes()), r["file"]
+    assert folder(again) == folder(out)
+
+
+def eval_export(trained: Path, out: Path, *extra: str) -> list[str]:
+    """``metrics.save_samples=true`` eval overrides without feature networks (only the export)."""
+    off = [f"metrics.{m}=false" for m in ("fid", "kid", "isc", "prc", "clip_score", "prompt_accuracy",
+                                          "classifier_fd")]
+    return [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"out_dir={out}", "logger=none",
+            f"paths.cache_dir={trained.parent / 'cache'}", "metrics.num_samples=5", "metrics.batch_size=2",
+            "metrics.seed=7", "metrics.save_samples=true", *off, *extra]
+
+
+def sample_like_eval(trained: Path, eval_dir: Path, tmp_path: Path) -> Path:
+    """``python -m t2ilab.sample`` of the eval export's prompts, same seed, another batch size."""
+    rows = [json.loads(line) for line in (eval_dir / "samples" / "prompts.jsonl").read_text().splitlines()]
+    (tmp_path / "eval_prompts.txt").write_text("".join(r["prompt"] + "\n" for r in rows))
+    out = tmp_path / "sampled"
+    run("sample", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"prompts_file={tmp_path / 'eval_prompts.txt'}",
+        f"out_dir={out}", "num_per_prompt=1", "seed=7", "batch_size=3", f"paths.cache_dir={trained.parent / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}")
+    return out
+
+
+def assert_same_samples(eval_samples: Path, sampled: Path) -> None:
+    exported, written = folder(eval_samples), folder(sampled)
+    assert sorted(exported) == sorted(written) == [f"{i:06d}.png" for i in range(5)] + ["prompts.jsonl"]
+    assert {k: v for k, v in exported.items() if k.endswith(".png")} == \
+        {k: v for k, v in written.items() if k.endswith(".png")}
+    ev_rows = [json.loads(line) for line in exported["prompts.jsonl"].decode().splitlines()]
+    sample_rows = [json.loads(line) for line in written["prompts.jsonl"].decode().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "label"} for r in ev_rows] == sample_rows  # one schema (+ label)
+
+
+def test_eval_export_equals_sample_entry_point(trained, tmp_path):
+    """``t2ilab.eval`` (in-process) exports the files ``python -m t2ilab.sample`` writes for its prompts."""
+    from t2ilab.eval import evaluate
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=eval_export(trained, tmp_path / "eval", f"paths.run_dir={tmp_path / 'eval'}"))
+    evaluate(cfg)
+    assert_same_samples(tmp_path / "eval" / "samples", sample_like_eval(trained, tmp_path / "eval", tmp_path))
+
+
+@pytest.mark.slow  # two more subprocesses
+def test_eval_entry_point_export_equals_sample_entry_point(trained, tmp_path):
+    run("eval", *eval_export(trained, tmp_path / "eval"), f"hydra.run.dir={tmp_path / 'eval'}")
+    assert_same_samples(tmp_path / "eval" / "samples", sample_like_eval(trained, tmp_path / "eval", tmp_path))
 
 
 def sample_cfg(*overrides: str):

@@ -1,12 +1,13 @@
 """Sampling entry point: ``python -m t2ilab.sample ckpt_path=PATH 'prompts=[...]' out_dir=DIR``.
 
-Writes one PNG per image, ``prompts.jsonl`` (file, prompt, seed, sampling options) and a
-captioned ``grid.png``. Works for every family (it only calls ``generate``).
+Writes one PNG per image (``000000.png``...) and ``prompts.jsonl`` (file, index, prompt, seed,
+sampling) into ``out_dir`` — the same writer and generation function as ``t2ilab.eval``'s sample
+export — and a captioned grid beside it (``<out_dir>_grid.png``). Works for every family (it only
+calls ``generate``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -40,25 +41,55 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
 
 
 def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_dir: str | os.PathLike,
-                  num_per_prompt: int = 4, seed: int = 0, batch_size: int = 64, **sampling: Any) -> Path:
-    """Generate ``num_per_prompt`` images per prompt into ``out_dir`` (PNGs, prompts.jsonl, grid.png)."""
-    from t2ilab.evaluation.images import save_png, to_uint8
-    from t2ilab.models.generation import generate_images
-    from t2ilab.tracking.grid import captioned_grid
+                  num_per_prompt: int = 4, seed: int = 0, batch_size: int = 64, *, grid: bool = True,
+                  rank: int = 0, world_size: int = 1, **sampling: Any) -> Path:
+    """Generate ``num_per_prompt`` images per prompt into ``out_dir`` (PNGs + prompts.jsonl) and a
+    captioned grid BESIDE it (``<out_dir>_grid.png``); returns ``out_dir``.
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    images, seeds = generate_images(model, cond, num_per_prompt, seed, batch_size, **sampling)
-    used = {**getattr(model, "sampling_defaults", {}), **sampling}
-    u8 = to_uint8(images)
-    with open(out / "prompts.jsonl", "w") as f:
-        for i, (img, s) in enumerate(zip(u8, seeds)):
-            name = f"{i:05d}.png"
-            save_png(img, out / name)
-            f.write(json.dumps({"file": name, "prompt": prompts[i // num_per_prompt], "seed": s, **used}) + "\n")
-    captioned_grid(images, list(prompts), num_per_prompt).save(out / "grid.png")
-    log.info("wrote %d samples + grid.png to %s", len(seeds), out)
-    return out
+    Image ``i`` (prompt ``i // num_per_prompt``) uses seed ``seed + i`` (models/generation.py), so
+    batch size and sharding never change a file. With ``world_size > 1`` this rank writes only its
+    shard ``rank::world_size``; rank 0 writes prompts.jsonl; the grid is left to the caller
+    (``write_grid`` after a barrier) because no rank has all images.
+
+    Args:
+        model: object with ``generate``.
+        cond: (P, D) prompt embeddings.
+        prompts: the P prompts.
+        out_dir: the sample folder.
+        num_per_prompt: images per prompt.
+        seed: base seed.
+        batch_size: images per ``generate`` call.
+        grid: write the captioned grid (single process only).
+        rank: this process' rank.
+        world_size: number of processes.
+        **sampling: ``generate`` options over the model's defaults.
+    """
+    from t2ilab.evaluation.images import SampleWriter
+    from t2ilab.models.generation import iter_generate, sampling_used, shard_indices
+    from t2ilab.tracking.grid import MAX_GRID_PROMPTS, grid_path_beside, write_grid
+
+    if len(prompts) != cond.shape[0]:
+        raise ValueError(f"{len(prompts)} prompts but {cond.shape[0]} embeddings")
+    writer = SampleWriter(out_dir)
+    per_image = [p for p in prompts for _ in range(num_per_prompt)]
+    mine = shard_indices(len(per_image), rank, world_size)
+    rows = cond[torch.as_tensor([i // num_per_prompt for i in mine], dtype=torch.long)]
+    keep = grid and world_size == 1
+    shown = min(len(prompts), MAX_GRID_PROMPTS) * num_per_prompt
+    grid_images = []
+    for idx, x in iter_generate(model, rows, mine, seed, batch_size, **sampling):
+        writer.write_images(x, idx)
+        if keep and idx[0] < shown:
+            grid_images.append(x[: shown - idx[0]].cpu())
+    if rank == 0:
+        writer.write_index(per_image, seed, sampling_used(model, sampling))
+    if keep:
+        path = grid_path_beside(writer.dir)
+        write_grid(torch.cat(grid_images), list(prompts)[:MAX_GRID_PROMPTS], num_per_prompt, path)
+        log.info("wrote %d samples to %s, grid -> %s", len(mine), writer.dir, path)
+    else:
+        log.info("rank %d/%d: wrote %d samples to %s", rank, world_size, len(mine), writer.dir)
+    return writer.dir
 
 
 def sample(cfg: DictConfig) -> Path:
@@ -68,6 +99,8 @@ def sample(cfg: DictConfig) -> Path:
     from t2ilab.utils.schema import validate
 
     validate(cfg)
+    if not isinstance(cfg.get("grid", True), bool):
+        raise ValueError(f"grid={cfg.grid!r} must be true or false")
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")  # before any work
     prompts = read_prompts(cfg.prompts, cfg.prompts_file)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
@@ -79,8 +112,9 @@ def sample(cfg: DictConfig) -> Path:
         check_overrides(cfg.ckpt_path, train_cfg, "sample", encoder=enc_cfg)
     encoder = build_encoder(enc_cfg)
     cond = encoder.encode_text(prompts).float()
+    sampling = OmegaConf.to_container(cfg.sampling or OmegaConf.create({}), resolve=True)
     return write_samples(model, cond, prompts, out_dir, cfg.num_per_prompt, cfg.seed, cfg.batch_size,
-                         **OmegaConf.to_container(cfg.sampling or OmegaConf.create({}), resolve=True))
+                         grid=bool(cfg.get("grid", True)), **sampling)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sample", version_base="1.3")

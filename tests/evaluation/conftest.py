@@ -82,7 +82,10 @@ class NoiseGenerator(torch.nn.Module):
         n, (c, h, w) = cond.shape[0], self.shape
         pattern = torch.sigmoid(cond @ self.proj).view(n, c, 4, 4)
         pattern = F.interpolate(pattern, size=(h, w), mode="nearest")
-        eps = torch.rand(n, c, h, w, generator=generator, device=cond.device)
+        if isinstance(generator, (list, tuple)):  # one generator per row, as the generation path passes
+            eps = torch.stack([torch.rand(c, h, w, generator=g) for g in generator]).to(cond.device)
+        else:
+            eps = torch.rand(n, c, h, w, generator=generator, device=cond.device)
         return (1 - self.noise) * pattern + self.noise * eps
 
 

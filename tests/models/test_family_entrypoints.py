@@ -44,4 +44,5 @@ def test_train_then_sample(family, tmp_path):
     for r in rows:
         with Image.open(out_dir / r["file"]) as im:
             assert im.size == (32, 32) and im.mode == "RGB"
-    assert (out_dir / "grid.png").is_file()
+    assert sorted(p.name for p in out_dir.iterdir()) == [r["file"] for r in rows] + ["prompts.jsonl"]
+    assert (tmp_path / "samples_grid.png").is_file()  # beside the sample folder, not in it

@@ -1,7 +1,8 @@
 """Lightning callback: periodic evaluation of the module being trained (DDP-correct).
 
-Every rank generates its chunks of the N samples (round-robin, per-chunk seeds: the union is the
-single-process sample set), featurises them on its device, the per-sample records are all-gathered,
+Every rank generates its share ``rank::world_size`` of the N samples (per-sample seeds, the one
+generation path of ``models.generation``: the union is the single-process sample set), featurises
+them on its device, the per-sample records are all-gathered,
 and rank 0 computes the metrics once and logs them; the result is broadcast so every rank sees the
 same ``trainer.callback_metrics["eval/..."]`` (usable as a ModelCheckpoint monitor).
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,38 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
     Image.fromarray(arr).save(path)
 
 
-class SampleWriter:
-    """Writes generated samples as ``<dir>/<index:06d>.png`` plus one ``prompts.jsonl`` line each.
+SAMPLE_INDEX = "prompts.jsonl"
 
-    The folder is directly usable by external tools (``fidelity --input1 DIR``, clean-fid's
-    ``compute_fid(DIR, ...)``). Every rank may write its own images; only one writer should call
-    ``write_index`` (the jsonl) — the engine does it on rank 0 for all samples.
+
+def sample_record(index: int, prompt: str, seed: int, sampling: dict[str, Any],
+                  label: int | None = None) -> dict[str, Any]:
+    """One ``prompts.jsonl`` line (the schema every writer uses): file, index, prompt, seed (of this
+    image), sampling (the effective options) and label when known.
+
+    Args:
+        index: global sample index.
+        prompt: its prompt.
+        seed: its generator seed (``image_seed(base, index)``).
+        sampling: effective sampling options.
+        label: class label of its prompt, None when unknown.
+    """
+    row = {"file": SampleWriter.filename(index), "index": int(index), "prompt": str(prompt), "seed": int(seed),
+           "sampling": dict(sampling)}
+    if label is not None:
+        row["label"] = int(label)
+    return row
+
+
+class SampleWriter:
+    """The one sample writer: ``<dir>/<index:06d>.png`` (uint8 as ``to_uint8`` quantises; gray PNG
+    for 1 channel) plus ``<dir>/prompts.jsonl`` (:func:`sample_record` per line). ``t2ilab.sample``,
+    the final samples of training, ``t2ilab.eval`` and the evaluation callback all write through it.
+
+    The folder holds only sample PNGs and prompts.jsonl, so external tools read it as is
+    (``fidelity --input1 DIR``, clean-fid's ``compute_fid(DIR, ...)``); grids go BESIDE it
+    (``tracking.grid.grid_path_beside``). Every rank may write its own images; one process
+    (rank 0) calls ``write_index``, which also removes stale ``NNNNNN.png`` of an earlier, larger
+    export into the same folder.
 
     Args:
         directory: output folder (created).
@@ -79,36 +106,59 @@ class SampleWriter:
     @staticmethod
     def filename(index: int) -> str:
         """File name of global sample ``index``."""
-        return f"{index:06d}.png"
+        return f"{int(index):06d}.png"
 
     def write_images(self, images: torch.Tensor, indices: Sequence[int]) -> None:
-        """Save uint8 images (N,C,H,W) under their global indices.
+        """Save images (N,C,H,W) under their global indices.
 
         Args:
-            images: uint8 tensor (N, C, H, W).
+            images: uint8 tensor, or float in [0,1] (quantised with ``to_uint8``).
             indices: global sample index of each image.
         """
-        for img, i in zip(images.cpu(), indices):
+        for img, i in zip(to_uint8(images).cpu(), indices):
             save_png(img, self.dir / self.filename(int(i)))
 
-    def write_index(self, prompts: Sequence[str], seeds: Sequence[int], labels: Sequence[int | None]) -> Path:
-        """Write prompts.jsonl (file, prompt, seed, index, label when known); returns its path.
+    def write_index(self, prompts: Sequence[str], seed: int, sampling: dict[str, Any],
+                    labels: Sequence[int | None] | None = None) -> Path:
+        """Write prompts.jsonl for samples ``0..len(prompts)-1`` (atomically); returns its path.
 
         Args:
             prompts: prompt of every sample, by global index.
-            seeds: generator seed of every sample's batch, by global index.
-            labels: label of every sample's prompt (None where unknown).
+            seed: base seed (sample i has seed ``image_seed(seed, i)``).
+            sampling: effective sampling options (same for every sample).
+            labels: label of every sample's prompt (None where unknown), or None.
         """
-        path = self.dir / "prompts.jsonl"
+        from t2ilab.models.generation import image_seed
+
+        labels = [None] * len(prompts) if labels is None else list(labels)
+        path = self.dir / SAMPLE_INDEX
         tmp = path.with_suffix(".jsonl.tmp")
         with open(tmp, "w") as f:
-            for i, (p, s, y) in enumerate(zip(prompts, seeds, labels)):
-                row = {"file": self.filename(i), "prompt": p, "seed": int(s), "index": i}
-                if y is not None:
-                    row["label"] = int(y)
-                f.write(json.dumps(row) + "\n")
+            for i, (p, y) in enumerate(zip(prompts, labels, strict=True)):
+                f.write(json.dumps(sample_record(i, p, image_seed(seed, i), sampling, y)) + "\n")
         os.replace(tmp, path)
+        self._remove_stale(len(prompts))
         return path
+
+    def _remove_stale(self, n: int) -> None:
+        stale, other = [], []
+        for p in self.dir.iterdir():
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if _SAMPLE_NAME.fullmatch(p.name) and int(p.stem) >= n:
+                stale.append(p)
+            elif not _SAMPLE_NAME.fullmatch(p.name):
+                other.append(p.name)
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            log.info("removed %d stale sample PNGs (index >= %d) from %s", len(stale), n, self.dir)
+        if other:
+            log.warning("%s holds %d image files that are not samples (%s...): tools reading the folder "
+                        "(torch-fidelity, clean-fid) will count them", self.dir, len(other), sorted(other)[:3])
+
+
+_SAMPLE_NAME = re.compile(r"\d{6,}\.png")
 
 
 def stack_images(dataset: Any, indices: Sequence[int]) -> torch.Tensor:

@@ -31,16 +31,22 @@ class RealImageReplay:
             self.items[c].append(i)
         self.table = datamodule.encode(self.unique)
 
-    def generate(self, cond: torch.Tensor, *, generator: torch.Generator | None = None,
-                 **sampling: Any) -> torch.Tensor:
-        """Real images (N,C,H,W) in [0,1] for prompt embeddings ``cond``; raises for an unknown prompt."""
+    def generate(self, cond: torch.Tensor, *, generator: Any = None, **sampling: Any) -> torch.Tensor:
+        """Real images (N,C,H,W) in [0,1] for prompt embeddings ``cond``; raises for an unknown prompt.
+
+        Args:
+            cond: (N, D) prompt embeddings.
+            generator: one generator, or one per row (row k's pick depends only on generator k).
+            **sampling: ignored.
+        """
         sim = cond.float().cpu() @ self.table.T
         best = sim.argmax(1)
         if not torch.allclose(sim.gather(1, best[:, None]).squeeze(1), cond.float().cpu().square().sum(1), atol=1e-4):
             raise ValueError("a prompt has no exact caption in the replay split (use a split with the same captions)")
+        gens = generator if isinstance(generator, (list, tuple)) else [generator] * len(best)
         picks = []
-        for b in best.tolist():
+        for b, g in zip(best.tolist(), gens, strict=True):
             items = self.items[self.unique[b]]
-            picks.append(items[int(torch.randint(len(items), (1,), generator=generator, device=generator.device
-                                                 if generator is not None else "cpu"))])
+            dev = g.device if g is not None else "cpu"
+            picks.append(items[int(torch.randint(len(items), (1,), generator=g, device=dev))])
         return torch.stack([self.ds.load_image(i) for i in picks]).float().div_(255).to(cond.device)

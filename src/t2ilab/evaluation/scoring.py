@@ -14,7 +14,7 @@ from t2ilab.evaluation import fidelity as fm
 log = logging.getLogger(__name__)
 
 LOW_CLASSIFIER_ACCURACY = 0.5  # below this, prompt_accuracy carries a warning in meta
-STAGES = ("generate", "inception", "clip", "classifier", "write")  # timed per chunk by the engine
+STAGES = ("generate", "inception", "clip", "classifier", "write")  # timed per batch by the engine
 
 
 def compute(ev: Any, rec: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -168,11 +168,11 @@ def _metrics_json(run_dir: Path) -> tuple[dict[str, float], History]:
 
 
 def sample_grid(run_dir: Path) -> Path | None:
-    """The run's newest sample grid: ``samples/final/grid.png``, else the highest-step
+    """The run's newest sample grid: ``samples/final_grid.png`` (older runs: ``final/grid.png``), else the highest-step
     ``samples/grid_step*.png``, else the newest image the grid callback logged to W&B."""
-    final = run_dir / "samples" / "final" / "grid.png"
-    if final.is_file():
-        return final
+    for final in (run_dir / "samples" / "final_grid.png", run_dir / "samples" / "final" / "grid.png"):
+        if final.is_file():
+            return final
     steps = sorted(run_dir.glob("samples/grid_step*.png"), key=_natural)
     if steps:
         return steps[-1]

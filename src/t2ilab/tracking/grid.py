@@ -1,8 +1,13 @@
-"""Captioned image grids (one row per prompt, the prompt written to the left) as PIL images."""
+"""Captioned image grids (one row per prompt, the prompt written to the left) as PIL images, and
+where a grid of a sample folder goes: BESIDE it (``<folder>_grid.png``), never inside, so the
+folder stays a plain image folder for FID tools."""
 
 from __future__ import annotations
 
+import logging
+import os
 import textwrap
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -10,6 +15,40 @@ from PIL import Image, ImageDraw
 
 from t2ilab.evaluation.images import to_uint8
 from t2ilab.tracking.fonts import caption_font
+
+log = logging.getLogger(__name__)
+
+MAX_GRID_PROMPTS = 32  # rows of a sample folder's grid (the folder itself has every image)
+
+
+def grid_path_beside(sample_dir: str | os.PathLike) -> Path:
+    """``<parent>/<name>_grid.png`` for sample folder ``<parent>/<name>`` (e.g. ``samples_grid.png``).
+
+    Args:
+        sample_dir: the sample folder.
+    """
+    d = Path(sample_dir).expanduser().absolute()
+    return d.parent / f"{d.name}_grid.png"
+
+
+def write_grid(images: torch.Tensor, prompts: Sequence[str], num_per_prompt: int,
+               path: str | os.PathLike, max_prompts: int | None = None) -> Image.Image:
+    """Save the captioned grid of ``images`` (prompt-major, [0,1] float or uint8) as PNG; returns it.
+
+    Args:
+        images: (P*k, C, H, W).
+        prompts: the P prompts.
+        num_per_prompt: k.
+        path: destination PNG.
+        max_prompts: draw only the first this many prompts (None = all).
+    """
+    if max_prompts is not None and len(prompts) > max_prompts:
+        log.info("grid %s shows the first %d of %d prompts", path, max_prompts, len(prompts))
+        prompts, images = list(prompts)[:max_prompts], images[: max_prompts * num_per_prompt]
+    grid = captioned_grid(images, prompts, num_per_prompt)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return grid
 
 
 def captioned_grid(images: torch.Tensor, prompts: Sequence[str], num_per_prompt: int, scale: int = 2,

@@ -1,5 +1,9 @@
 """Callback: every N steps (and when fit ends) a captioned grid of EMA samples for fixed prompts
-and seeds, saved as PNG in the run dir and logged to W&B (image + its prompts as caption)."""
+and seeds, saved as PNG in the run dir and logged to W&B (image + its prompts as caption).
+
+Images come from the project's one generation function (``models.generation.generate_images``:
+image i uses seed ``seed + i``), so the grid's image i is exactly what ``python -m t2ilab.sample``
+writes as ``{i:06d}.png`` for the same checkpoint, prompts, seed, num_per_prompt and sampling."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from t2ilab.models.generation import generate_images
-from t2ilab.tracking.grid import captioned_grid
+from t2ilab.tracking.grid import write_grid
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,8 @@ class SampleGridCallback(L.Callback):
         prompts = self._prompts(trainer)
         cond = trainer.datamodule.encode(prompts)
         images, _ = generate_images(module, cond, self.num_per_prompt, self.seed, **self.sampling)
-        grid = captioned_grid(images, prompts, self.num_per_prompt)
         out = Path(trainer.default_root_dir) / "samples" / f"grid_step{step:07d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(out)
+        grid = write_grid(images, prompts, self.num_per_prompt, out)
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 lg.log_image(key="samples/grid", images=[grid], caption=[" | ".join(prompts)], step=step)

@@ -32,7 +32,9 @@ def covering_jobs(overrides: list[str]) -> list[list[str]]:
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    swept = [(o, [str(v) for v in o.sweep_string_iterator()]) for o in parsed if o.is_sweep_override()]
+    # interval(...) sweeps cannot be enumerated (only a search sweeper samples them): not checked here
+    swept = [(o, [str(v) for v in o.sweep_string_iterator()]) for o in parsed
+             if o.is_sweep_override() and not o.is_interval_sweep()]
     if not swept:
         return [fixed]
 
@@ -67,6 +69,8 @@ class ValidateSweep(Callback):
     """``on_multirun_start``: refuse a sweep with an invalid key or value before launching anything."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+            return  # other sweepers (ours for Optuna: hydra_plugins/t2ilab_optuna_sweeper) check their own space
         overrides = list(config.hydra.overrides.task)
         try:
             n = check_sweep(config.hydra.job.config_name, overrides)
