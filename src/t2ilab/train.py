@@ -24,7 +24,7 @@ from t2ilab.utils.schema import validate
 log = logging.getLogger("t2ilab.train")
 
 
-def resolve_ckpt_path(value: Any, cfg: DictConfig) -> str | None:
+def resolve_ckpt_path(value: Any, cfg: DictConfig, lead: bool = True) -> str | None:
     """``auto`` -> this run dir's ``last.ckpt`` when it exists (a relaunched / requeued job), else None."""
     if value is None or str(value).strip().lower() in ("", "null", "none"):
         return None
@@ -32,7 +32,7 @@ def resolve_ckpt_path(value: Any, cfg: DictConfig) -> str | None:
         return str(value)
     ck = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
     ck_dir = Path(ck.get("dirpath") or Path(cfg.paths.run_dir) / "checkpoints")
-    for stray in ck_dir.glob(".*.tmp"):  # left by a save that was killed (the target itself is intact)
+    for stray in ck_dir.glob(".*.tmp") if lead else ():  # left by a killed save (the target is intact)
         stray.unlink(missing_ok=True)
     last = ck_dir / "last.ckpt"
     if last.is_file():
@@ -42,13 +42,14 @@ def resolve_ckpt_path(value: Any, cfg: DictConfig) -> str | None:
     return None
 
 
-def _check_resume(cfg: DictConfig) -> None:
+def _check_resume(cfg: DictConfig, lead: bool = True) -> None:
     """Before any work: resolve ``ckpt_path`` (``auto``); the checkpoint must be readable and fit the
-    composed config; the W&B run id is the checkpoint's (or this run dir's), never a new one."""
+    composed config; the W&B run id is the checkpoint's (or this run dir's), never a new one.
+    ``lead``: False on DDP ranks > 0 (they only read: rank 0 owns the run dir's files)."""
     from t2ilab.tracking.loggers import wandb_identity
 
     with open_dict(cfg):
-        cfg.ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
+        cfg.ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, lead)
     meta: dict = {}
     if cfg.ckpt_path:
         from t2ilab.models.checkpoint import check_compatible, read_metadata
@@ -57,7 +58,8 @@ def _check_resume(cfg: DictConfig) -> None:
         check_compatible(cfg.ckpt_path, meta, cfg)
         if meta.get("wandb_id"):
             log.info("resuming W&B run %s", meta["wandb_id"])
-    wandb_identity(cfg, cfg.paths.run_dir, meta.get("wandb_id"))
+    if lead:  # ranks > 0 never start a W&B run (and must not race rank 0 for <run_dir>/wandb_id)
+        wandb_identity(cfg, cfg.paths.run_dir, meta.get("wandb_id"))
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -71,33 +73,43 @@ def train(cfg: DictConfig) -> float | None:
 
     os.environ.setdefault("WANDB_MODE", "offline")
     run_dir = ensure_writable_dir(cfg.paths.run_dir, "paths.run_dir")
+    # DDP: ranks > 0 run this function too (Lightning's launcher re-runs the command with the same
+    # hydra.run.dir; Slurm / torchrun start every rank): only rank 0 writes the run dir's files
+    rank = run_status.launch_rank()
+    lead = rank == 0
+    if not lead:
+        _quiet_rank(rank)
     loggers: list[Any] = []
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
         validate(cfg)
-        previous = run_status.clear(run_dir)  # a relaunch into the same run dir is running again
-        if previous:
-            log.info("run dir %s was marked %s before (%s); running again", run_dir, previous["status"],
-                     previous.get("reason") or "no reason")
-        show_and_save_config(cfg, run_dir)
+        if lead:
+            previous = run_status.clear(run_dir)  # a relaunch into the same run dir is running again
+            if previous:
+                log.info("run dir %s was marked %s before (%s); running again", run_dir, previous["status"],
+                         previous.get("reason") or "no reason")
+            show_and_save_config(cfg, run_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         manifest = build_manifest(config, cfg.seed)
-        write_manifest(run_dir, manifest)
-        _check_resume(cfg)
+        if lead:
+            write_manifest(run_dir, manifest)
+        _check_resume(cfg, lead)
 
         L.seed_everything(cfg.seed, workers=True)
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")
         encoder = build_encoder(cfg.encoder)
         datamodule = build_datamodule(cfg.data, encoder)
+        datamodule.shuffle_seed = cfg.seed  # DDP: every rank shards the same per-epoch permutation
         model = build_model(cfg.model, encoder.dim)
         model.run_config = config
 
         loggers = instantiate_group(cfg.logger)
-        for lg in loggers:
+        for lg in loggers if lead else []:  # (Lightning's rank-zero guard is not set up before fit)
             lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
         callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers))
-        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_status.InterruptCheckpoint()],
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_status.InterruptCheckpoint(),
+                                                      run_status.DDPFailure(run_dir)],
                               logger=loggers or False, plugins=[AtomicCheckpointIO()])
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
@@ -108,15 +120,51 @@ def train(cfg: DictConfig) -> float | None:
             write_samples(model, datamodule.encode(prompts), prompts, Path(run_dir) / "samples" / "final",
                           num_per_prompt=4, seed=0)
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then re-raised non-zero
-        code, reason = run_status.record_failure(run_dir, e, trainer.global_step if trainer is not None else None)
-        finish_wandb(loggers, exit_code=code, reason=reason)
+        step = trainer.global_step if trainer is not None else None
+        code = run_status.exit_code(e)
+        if lead:
+            # cleared at start, so a marker now is this DDP run's: the first rank to fail wrote it (DDPFailure)
+            prior = run_status.status_of(run_dir)
+            if prior and str(prior.get("reason") or "").startswith("DDP rank"):
+                reason = prior["reason"]
+                if not reason.startswith("DDP rank 0:"):  # root cause first, then what rank 0 saw
+                    reason = f"{reason}; then rank 0: {run_status.describe(e, step)}"
+                    run_status.mark(run_dir, "FAILED", reason, step)
+                    log.error("run FAILED: %s", reason)
+            else:
+                code, reason = run_status.record_failure(run_dir, e, step)
+            finish_wandb(loggers, exit_code=code, reason=reason)
+        elif not run_status.is_interrupt(e) and not run_status.status_of(run_dir):
+            # an error of this rank alone before fit (in fit DDPFailure recorded it): Lightning's launcher
+            # SIGKILLs rank 0 when a child rank dies, so rank 0 leaves no record of it
+            run_status.record_failure(run_dir, e, step, rank=rank)
         if isinstance(e, (SystemExit, KeyboardInterrupt)):
             raise SystemExit(code) from e  # SIGTERM would otherwise exit 0
         raise
-    run_status.mark(run_dir, "COMPLETE", step=trainer.global_step)
-    finish_wandb(loggers)
-    value = trainer.callback_metrics.get(cfg.optimized_metric)
-    return float(value) if value is not None else None
+    if lead:
+        run_status.mark(run_dir, "COMPLETE", step=trainer.global_step)
+        finish_wandb(loggers)
+    from t2ilab.tracking.objective import objective_value
+
+    return objective_value(cfg, trainer.callback_metrics)  # raises when optimized_metric is set but missing
+
+
+def _quiet_rank(rank: int) -> None:
+    """DDP rank > 0: only warnings and errors, prefixed with the rank, in the shared train.log/console."""
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
+        handler.addFilter(_RankPrefix(rank))
+
+
+class _RankPrefix(logging.Filter):
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.prefix = f"[rank {rank}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            record.msg = self.prefix + str(record.msg)
+        return True
 
 
 def _usable_callbacks(callbacks: list[Any], have_logger: bool) -> list[Any]:

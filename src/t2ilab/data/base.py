@@ -117,6 +117,9 @@ class CaptionedDataModule(L.LightningDataModule):
         self.datasets: dict[str, CaptionedImageDataset] = {}
         self._table: torch.Tensor | None = None
         self._row_of: dict[str, int] | None = None
+        # seed of the training order; None = torch.initial_seed() when the loader is built. train.py pins
+        # it to cfg.seed: under DDP every rank must shard the same permutation (data/sampler.py)
+        self.shuffle_seed: int | None = None
 
     # -- to implement -------------------------------------------------------------------------
     def build_split(self, split: str) -> CaptionedImageDataset:  # pragma: no cover - abstract
@@ -168,20 +171,27 @@ class CaptionedDataModule(L.LightningDataModule):
     def collate(self) -> _Collate:
         return _Collate(self._table, self._row_of)
 
-    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, drop_last: bool | None = False) -> DataLoader:
+        """``drop_last=None``: drop an incomplete last batch when this rank has more than one batch."""
         ds = self.dataset(split)
         # (re)build when this split brings captions the table lacks (e.g. test after setup("fit"));
         # a no-op when every caption is already a row
         self._build_embedding_table()
         # training order: a seeded per-epoch permutation that needs no global RNG and can skip the
-        # batches a resumed run already saw (data/sampler.py); seed = the run's seed_everything seed
-        sampler = ResumableRandomSampler(len(ds), torch.initial_seed()) if shuffle else None
+        # batches a resumed run already saw; under DDP each rank gets its disjoint shard of it
+        # (data/sampler.py); seed = the run's seed (the same on every rank)
+        sampler = None
+        if shuffle:
+            seed = torch.initial_seed() if self.shuffle_seed is None else int(self.shuffle_seed)
+            sampler = ResumableRandomSampler(len(ds), seed)
+        if drop_last is None:
+            drop_last = (len(sampler) if sampler is not None else len(ds)) > self.batch_size
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           collate_fn=self.collate(), persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, drop_last=len(self.dataset("train")) > self.batch_size)
+        return self._loader("train", shuffle=True, drop_last=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -233,7 +233,21 @@ class GANModule(TextConditionedModule):
             log.info("GAN (manual optimisation): trainer.gradient_clip_val=%s is applied by the module per "
                      "optimiser (model.grad_clip=%s)", trainer.gradient_clip_val, self.grad_clip)
             trainer.gradient_clip_val, trainer.gradient_clip_algorithm = None, None
+        self._ddp_find_unused(trainer)
         return []
+
+    @staticmethod
+    def _ddp_find_unused(trainer: Any) -> None:
+        """DDP: the D steps leave G's parameters without gradients and the G step D's (toggled off), which
+        DDP's reducer refuses unless it looks for unused parameters; set that before the strategy wraps
+        the module (this hook runs first) unless the user chose it (``ddp_find_unused_parameters_*``)."""
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        kwargs = getattr(strategy, "_ddp_kwargs", None)
+        if isinstance(strategy, DDPStrategy) and isinstance(kwargs, dict) and "find_unused_parameters" not in kwargs:
+            kwargs["find_unused_parameters"] = True
+            log.info("GAN under DDP: find_unused_parameters=True (each optimiser's step leaves the other net unused)")
 
     # -- sampling ---------------------------------------------------------------------------------
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,

@@ -28,6 +28,24 @@ log = logging.getLogger(__name__)
 
 MARKERS = ("COMPLETE", "FAILED")
 
+# environment variables that give a process's rank before any process group exists: torchrun (RANK,
+# GROUP_RANK = node), Lightning's launcher (LOCAL_RANK for its children, NODE_RANK per node), Slurm tasks
+# (SLURM_PROCID), LSF/jsrun (JSM_NAMESPACE_RANK)
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def launch_rank() -> int:
+    """0 for the process that owns the run dir's files (manifest, config, markers, W&B run, samples);
+    another number for every other DDP process: Lightning's launcher re-runs the entry point for local
+    ranks 1..N-1 (``LOCAL_RANK``), and each node (``NODE_RANK``) / Slurm task (``SLURM_PROCID``) runs it
+    too — all *before* ``trainer.fit`` sets up the process group, so the environment is what tells them
+    apart. Non-zero when any of ``RANK_VARS`` is (the first such value)."""
+    for var in RANK_VARS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) != 0:
+            return int(value)
+    return 0
+
 
 def _interrupted(exc: BaseException) -> bool:
     """Ctrl-C, also after Lightning turned it into ``sys.exit(1)``."""
@@ -69,8 +87,10 @@ def mark(run_dir: str | os.PathLike, status: str, reason: str | None = None, ste
     for other in MARKERS:
         (run_dir / other).unlink(missing_ok=True)
     path = run_dir / status
-    path.write_text(json.dumps({"status": status, "reason": reason, "step": step,
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    tmp = run_dir / f".{status}.{os.getpid()}.tmp"  # whole file or none, also when two DDP ranks fail at once
+    tmp.write_text(json.dumps({"status": status, "reason": reason, "step": step,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    tmp.replace(path)
     return path
 
 
@@ -100,13 +120,40 @@ class InterruptCheckpoint(L.Callback):
                       type(e).__name__, e)
 
 
-def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | None) -> tuple[int, str]:
-    """Log the failure to train.log, write FAILED; returns (exit code, reason)."""
+def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | None,
+                   rank: int | None = None) -> tuple[int, str]:
+    """Log the failure to train.log, write FAILED; returns (exit code, reason). ``rank``: a DDP rank,
+    named in the reason."""
     reason = describe(exc, step)
+    if rank is not None:
+        reason = f"DDP rank {rank}: {reason}"
     quiet = isinstance(exc, (SystemExit, KeyboardInterrupt))
     log.error("run FAILED: %s", reason, exc_info=None if quiet else exc)
     mark(run_dir, "FAILED", reason, step)
     return exit_code(exc), reason
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """SIGTERM, Ctrl-C or a requested exit (not an error): rank 0 records those for the whole run."""
+    return isinstance(exc, (SIGTERMException, KeyboardInterrupt, SystemExit)) or _interrupted(exc)
+
+
+class DDPFailure(L.Callback):
+    """DDP: the first rank whose fit fails with an error writes ``FAILED`` (naming the rank) from
+    ``on_exception``, i.e. before Lightning tears its process group down. The other ranks fail only
+    after that (a closed connection, or Lightning's launcher SIGKILLs rank 0 when a child rank dies), so
+    the marker names the root cause; the entry point adds what rank 0 saw. Single-process runs: no-op."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.world_size <= 1 or is_interrupt(exception) or status_of(self.run_dir) is not None:
+            return
+        try:
+            record_failure(self.run_dir, exception, trainer.global_step, rank=trainer.global_rank)
+        except Exception as e:  # noqa: BLE001 - never mask the failure itself
+            log.error("could not write the FAILED marker (%s: %s)", type(e).__name__, e)
 
 
 @contextlib.contextmanager
