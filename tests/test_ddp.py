@@ -83,7 +83,6 @@ def probes(tmp_path: Path) -> list[dict]:
 @pytest.mark.parametrize("family", ["diffusion", "gan", "vae"])
 def test_two_process_ddp_on_cpu(family, tmp_path):
     (tmp_path / "ddp_probe.py").write_text(PROBE)
-    (tmp_path / "killer_mod.py").write_text(KILLER)
     run_dir = tmp_path / "run"
     r = train(tmp_path, run_dir, family)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -145,7 +144,6 @@ def test_ddp_failure_of_one_rank_is_recorded_with_its_cause(rank, tmp_path):
     """One rank fails alone: the FAILED marker names that rank's error first (the other one only sees a
     closed connection), the run is never marked COMPLETE and the command exits non-zero."""
     (tmp_path / "ddp_probe.py").write_text(PROBE)
-    (tmp_path / "killer_mod.py").write_text(KILLER)
     run_dir = tmp_path / "run"
     r = train(tmp_path, run_dir, "vae", "+callbacks.fail._target_=ddp_probe.FailOnRank", f"+callbacks.fail.rank={rank}",
               "+callbacks.fail.step=2")

@@ -174,3 +174,10 @@ def test_a_resumed_run_is_flagged(tmp_path):
     assert "ckpt_path=/a/last.ckpt" in rp.resume_warning(tmp_path, {"config": {"ckpt_path": "/a/last.ckpt"}})
     (tmp_path / "train.log").write_text("[..][t2ilab.train][INFO] - ckpt_path=auto: resuming from /r/last.ckpt\n")
     assert "1 relaunch(es)" in rp.resume_warning(tmp_path, fresh)
+
+
+def test_a_job_launched_by_submitit_is_reproduced_through_its_task():
+    submitit = ["/usr/bin/python", "-u", "-m", "submitit.core._submit", "/sweep/.submitit/7"]
+    assert rp.entry_module({"command": submitit, "config": {"task_name": "train"}}) == "train"
+    with pytest.raises(rp.ReproError, match="cannot tell which entry point"):
+        rp.entry_module({"command": submitit, "config": {}})

@@ -87,6 +87,12 @@ def test_grid_sweep_runs_every_job_in_its_own_dir_grouped_and_reportable(slurm_e
                             env=slurm_env, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stdout + report.stderr
     assert "| 2 |" in (sweep / "report.md").read_text()  # one group, both seeds aggregated
+    # a run trained on Slurm is reproduced here from its manifest (CPU: same metrics; the Slurm job had
+    # 1 CPU, this rerun may use more threads, hence a tolerance instead of bit equality)
+    repro = subprocess.run([sys.executable, "-m", "t2ilab.reproduce", str(sweep / "0"), "--out",
+                            str(tmp_path / "repro"), "--rtol", "1e-4", "--atol", "1e-6"],
+                           env=slurm_env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert repro.returncode == 0 and "REPRODUCED" in repro.stdout, repro.stdout[-3000:] + repro.stderr[-3000:]
 
 
 def test_preempted_job_is_requeued_and_resumes_in_the_same_run_dir_and_wandb_run(slurm_env, tmp_path):

@@ -75,12 +75,16 @@ def check_status(run_dir: str | os.PathLike, allow_incomplete: bool = False) -> 
 
 
 def entry_module(manifest: Mapping[str, Any]) -> str:
-    """``train`` or ``eval``: the entry point that wrote the manifest (from its recorded command)."""
+    """``train`` or ``eval``: the entry point that wrote the manifest (from its recorded command, else
+    the config's ``task_name`` — a job launched by submitit records ``python -m submitit.core._submit``)."""
     command = [str(c) for c in manifest.get("command") or []]
     for part in command[1:3]:
         name = (Path(part).stem if part.endswith(".py") else Path(part).name.rsplit(".", 1)[-1])
         if name.removeprefix("t2ilab-") in REPLACED:  # python -m t2ilab.train / the t2ilab-train script
             return name.removeprefix("t2ilab-")
+    task = str((manifest.get("config") or {}).get("task_name") or "")
+    if task in REPLACED:
+        return task
     raise ReproError(f"cannot tell which entry point wrote this manifest from its command {command}")
 
 
