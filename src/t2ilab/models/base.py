@@ -242,35 +242,14 @@ class TextConditionedModule(L.LightningModule):
             training_state.set_rng_state(self._resume_rng)
             self._resume_rng = None
         if self.trainer.world_size > 1:  # DDP: each rank draws its own noise/dropout, reproducibly
-            self.seed_rank_batch(self.trainer.global_rank, self._batches_seen)
+            training_state.seed_rank_batch((self.run_config or {}).get("seed"), self.trainer.global_rank,
+                                           self._batches_seen)
         # an interrupt checkpoint taken before this batch's update (SIGTERM / preemption mid-batch) must
         # record the state *before* the batch, or the resumed run would skip its data and shift the RNG
         # (buffers too: a forward pass already moves e.g. spectral-norm power-iteration vectors)
         self._batch_start = (self.trainer.global_step, training_state.rng_state(),
                              {n: b.detach().clone() for n, b in self.named_buffers()})
         self._batches_seen += 1
-
-    def seed_rank_batch(self, rank: int, batch: int) -> int:
-        """DDP: seed python/numpy/torch (+CUDA) before training batch ``batch`` from (run seed, rank, batch).
-
-        Every rank starts from the same seed (identical initial weights; DDP also broadcasts rank 0's),
-        but must draw its own noise, timesteps, caption dropout and augmentations, or the ranks would
-        only repeat each other's randomness on other images. Seeding per batch instead of once per rank
-        makes this a function of the position in training: a resumed DDP run draws exactly what an
-        uninterrupted one does on every rank, with no per-rank RNG state to gather into the (rank-0
-        written) checkpoint. Returns the seed used."""
-        import os
-        import random
-
-        import numpy as np
-
-        base = (self.run_config or {}).get("seed")
-        base = int(base if base is not None else os.environ.get("PL_GLOBAL_SEED", "0"))
-        seed = int(np.random.SeedSequence([base % 2**63, int(rank), int(batch)]).generate_state(1, np.uint64)[0] >> 1)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)  # all CUDA devices too
-        return seed
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         import t2ilab

@@ -105,3 +105,22 @@ def as_if_saved_after_previous_batch(checkpoint: dict) -> bool:
     for part in ("total", "current") if manual else ():
         manual[part]["ready"] = manual[part]["completed"]
     return True
+
+
+def seed_rank_batch(run_seed: int | None, rank: int, batch: int) -> int:
+    """DDP: seed python/numpy/torch (+CUDA) before training batch ``batch`` from (run seed, rank, batch).
+
+    Every rank starts from the same seed (identical initial weights; DDP also broadcasts rank 0's),
+    but must draw its own noise, timesteps, caption dropout and augmentations, or the ranks would
+    only repeat each other's randomness on other images. Seeding per batch instead of once per rank
+    makes this a function of the position in training: a resumed DDP run draws exactly what an
+    uninterrupted one does on every rank, with no per-rank RNG state to gather into the (rank-0
+    written) checkpoint. ``run_seed`` None: Lightning's ``PL_GLOBAL_SEED``. Returns the seed used."""
+    import os
+
+    base = int(run_seed if run_seed is not None else os.environ.get("PL_GLOBAL_SEED", "0"))
+    seed = int(np.random.SeedSequence([base % 2**63, int(rank), int(batch)]).generate_state(1, np.uint64)[0] >> 1)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # all CUDA devices too
+    return seed

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from t2ilab.tracking.run_status import status_of
+from t2ilab.utils.config import flatten
 
 SKIP_DIRS = {"wandb", "checkpoints", ".hydra", "__pycache__"}  # never hold run dirs
 BOOKKEEPING = {"epoch", "trainer/global_step"}
@@ -54,17 +55,6 @@ class LoadResult:
     runs: list[Run]
     missing: list[str]
     excluded: list[str]
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": value}`` (lists are values, not descended into)."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out.update(flatten(v, key) if isinstance(v, dict) and v else {key: v})
-    return out
 
 
 def _number(v: Any) -> float | None:
@@ -100,13 +90,11 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 def _wandb(run_dir: Path) -> tuple[dict[str, float], History]:
     """Summary numbers and history of the run's W&B run folders (a resume may add folders)."""
-    from t2ilab.tracking.wandb_offline import read_offline_run
+    from t2ilab.tracking.wandb_offline import run_dir_runs
 
     summary: dict[str, Any] = {}
     history: History = {}
-    folders = {p.parent for p in run_dir.glob("wandb/*run-*/run-*.wandb")}  # offline-run-<time>-<id>, run-<...>
-    for folder in sorted(folders, key=lambda f: f.name.split("run-", 1)[-1]):  # oldest first
-        logged = read_offline_run(folder)
+    for logged in run_dir_runs(run_dir):  # oldest first
         summary.update(logged["summary"])
         for row in logged["history"]:
             x = _number(row.get("trainer/global_step", row.get("_step")))

@@ -22,6 +22,7 @@ import yaml
 
 from t2ilab.tracking.manifest import git_state, package_versions
 from t2ilab.tracking.run_status import status_of
+from t2ilab.utils.config import flatten
 
 DEFAULT_RTOL = 1e-6
 DEFAULT_ATOL = 1e-9
@@ -186,17 +187,13 @@ def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
 
 def _wandb_summary(run_dir: Path) -> dict[str, Any] | None:
     """The merged summary of every W&B run under ``run_dir/wandb`` (a resume adds one per launch)."""
-    from t2ilab.tracking.wandb_offline import find_run_file, read_offline_run
+    from t2ilab.tracking.wandb_offline import run_dir_runs
 
-    dirs = [*(run_dir / "wandb").glob("offline-run-*"), *(run_dir / "wandb").glob("run-*")]
-    summary: dict[str, Any] | None = None
-    for d in sorted((p for p in dirs if p.is_dir()), key=lambda p: p.name.split("run-", 1)[1]):
-        try:
-            logged = read_offline_run(find_run_file(d))
-        except (FileNotFoundError, ValueError):
-            continue
-        summary = {**(summary or {}), **logged["summary"]}
-    return summary
+    try:
+        runs = run_dir_runs(run_dir)
+    except (FileNotFoundError, ValueError):  # an unreadable W&B log: fall back to the other sources
+        runs = []
+    return {k: v for logged in runs for k, v in logged["summary"].items()} if runs else None
 
 
 def _csv_last(run_dir: Path) -> dict[str, Any] | None:
@@ -277,20 +274,11 @@ def format_table(rows: list[Row], rtol: float, atol: float) -> str:
     return "\n".join(lines)
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: d}
-
-
 def config_diff(recorded: Mapping[str, Any], rerun: Mapping[str, Any], ignore: tuple[str, ...] = (),
                 moved: tuple[str, str] | None = None) -> list[str]:
     """One line per config key whose value differs (or exists on one side only), ``ignore`` left out;
     ``moved=(old_run_dir, new_run_dir)``: string values equal once the run dir is swapped are the same."""
-    a, b, missing = _flatten(recorded), _flatten(rerun), "<absent>"
+    a, b, missing = flatten(dict(recorded)), flatten(dict(rerun)), "<absent>"
 
     def same(k: str) -> bool:
         x, y = a.get(k, missing), b.get(k, missing)

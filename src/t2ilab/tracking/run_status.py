@@ -102,7 +102,7 @@ class InterruptCheckpoint(L.Callback):
         self.saved: Path | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt, SystemExit)):
+        if not is_interrupt(exception):
             return  # errors (NaN guard, bad data, ...) keep the last good checkpoint instead
         # SystemExit: something asked the process to end mid-fit, e.g. submitit's USR2 handler after it
         # requeued the job on Slurm (preemption / time limit); the requeued job resumes from this

@@ -94,6 +94,13 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
     return {"id": run_id, "group": group, "tags": tags, "config": config, "summary": summary, "history": history, "exit_code": exit_code}
 
 
+def run_dir_runs(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every offline W&B run of a t2ilab run dir, oldest launch first (a resume adds one folder per
+    launch, all with the same run id), each as ``read_offline_run`` returns it."""
+    folders = {p.parent for p in Path(run_dir).glob("wandb/*run-*/run-*.wandb")}  # offline-run-<time>-<id>, run-<...>
+    return [read_offline_run(f) for f in sorted(folders, key=lambda f: f.name.split("run-", 1)[-1])]
+
+
 if __name__ == "__main__":
     run = read_offline_run(sys.argv[1] if len(sys.argv) > 1 else ".")
     print(json.dumps({"id": run["id"], "summary": run["summary"], "rows": len(run["history"])}, indent=1,

@@ -66,3 +66,14 @@ def get_dotted(cfg: Any, dotted: str) -> Any:
             return None
         cfg = cfg[part]
     return cfg
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": value}`` (lists are values, not descended into)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(flatten(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
