@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2ilab.tracking import run_status
+from t2ilab.tracking.sample_grid import SampleGridCallback
 from t2ilab.utils.config import CONF_DIR, show_and_save_config
 from t2ilab.utils.schema import validate
 
@@ -103,22 +104,23 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.shuffle_seed = cfg.seed  # DDP: every rank shards the same per-epoch permutation
         model = build_model(cfg.model, encoder.dim)
         model.run_config = config
+        perf, perf_fallbacks = _fast_paths(cfg, model, datamodule)
 
         loggers = instantiate_group(cfg.logger)
         for lg in loggers if lead else []:  # (Lightning's rank-zero guard is not set up before fit)
-            lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
+            lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"},
+                                "perf_resolved": perf, "perf_fallbacks": perf_fallbacks})
         callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers))
+        grid_cb = next((c for c in callbacks if isinstance(c, SampleGridCallback)), None)
+        if grid_cb is not None and cfg.sample_after:
+            grid_cb.at_train_end = False  # sample_after draws the final grid (once), with the callback's settings
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_status.InterruptCheckpoint(),
                                                       run_status.DDPFailure(run_dir)],
                               logger=loggers or False, plugins=[AtomicCheckpointIO()])
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
-            from t2ilab.sample import write_samples
-
-            prompts = _final_prompts(cfg, datamodule)
             model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after fit
-            write_samples(model, datamodule.encode(prompts), prompts, Path(run_dir) / "samples" / "final",
-                          num_per_prompt=4, seed=0)
+            _final_samples(cfg, model, datamodule, grid_cb, trainer, Path(run_dir))
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then re-raised non-zero
         step = trainer.global_step if trainer is not None else None
         code = run_status.exit_code(e)
@@ -147,6 +149,18 @@ def train(cfg: DictConfig) -> float | None:
     from t2ilab.tracking.objective import objective_value
 
     return objective_value(cfg, trainer.callback_metrics)  # raises when optimized_metric is set but missing
+
+
+def _fast_paths(cfg: DictConfig, model: Any, datamodule: Any) -> tuple[dict, list[str]]:
+    """Resolve ``perf`` for the training device, apply it, log what runs (and any fallback)."""
+    from t2ilab.utils import fast_paths
+
+    device = fast_paths.training_device(cfg.trainer.get("accelerator"))
+    perf = OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
+    choices, notes = fast_paths.resolve(perf, device)
+    fast_paths.apply(model, datamodule, choices, device)
+    log.info("fast paths on %s: %s", device.type, ", ".join(f"{k}={v}" for k, v in choices.items()))
+    return choices, notes
 
 
 def _quiet_rank(rank: int) -> None:
@@ -179,14 +193,32 @@ def _usable_callbacks(callbacks: list[Any], have_logger: bool) -> list[Any]:
     return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
 
-def _final_prompts(cfg: DictConfig, datamodule: Any) -> list[str]:
-    grid = (cfg.callbacks or {}).get("sample_grid") or {}
-    if grid.get("prompts"):
-        return list(grid.prompts)
+def _final_samples(cfg: DictConfig, model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_dir: Path) -> None:
+    """``sample_after``: <run_dir>/samples/final (PNGs + prompts.jsonl) and final_grid.png beside it,
+    drawn once with the sample-grid callback's prompts / images per prompt / seed / sampling (so it
+    continues the grid series) and logged to W&B as that series' last image."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from t2ilab.sample import write_samples
+    from t2ilab.tracking.grid import grid_path_beside
+
+    if grid_cb is None:
+        grid_cb = SampleGridCallback(prompts=None, num_prompts=8, num_per_prompt=4, seed=0)
+    prompts = grid_cb.prompts or _first_captions(datamodule, grid_cb.num_prompts)
+    out = run_dir / "samples" / "final"
+    write_samples(model, datamodule.encode(prompts), prompts, out, num_per_prompt=grid_cb.num_per_prompt,
+                  seed=grid_cb.seed, desc="final samples", **grid_cb.sampling_for(model))
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            lg.log_image(key="samples/grid", images=[str(grid_path_beside(out))], caption=[" | ".join(prompts)],
+                         step=trainer.global_step)
+
+
+def _first_captions(datamodule: Any, n: int) -> list[str]:
     ds, seen = datamodule.dataset("val"), {}
     for i in range(len(ds)):
         seen.setdefault(ds.caption(i), None)
-        if len(seen) == 8:
+        if len(seen) == n:
             break
     return list(seen)
 

@@ -120,6 +120,8 @@ class CaptionedDataModule(L.LightningDataModule):
         # seed of the training order; None = torch.initial_seed() when the loader is built. train.py pins
         # it to cfg.seed: under DDP every rank must shard the same permutation (data/sampler.py)
         self.shuffle_seed: int | None = None
+        # perf.data_on_device (utils/fast_paths.py): in-memory splits batch by tensor indexing on this device
+        self.batches_on: torch.device | None = None
 
     # -- to implement -------------------------------------------------------------------------
     def build_split(self, split: str) -> CaptionedImageDataset:  # pragma: no cover - abstract
@@ -186,6 +188,12 @@ class CaptionedDataModule(L.LightningDataModule):
             sampler = ResumableRandomSampler(len(ds), seed)
         if drop_last is None:
             drop_last = (len(sampler) if sampler is not None else len(ds)) > self.batch_size
+        if self.batches_on is not None and isinstance(ds, InMemoryCaptionedDataset) and self.num_workers == 0:
+            from t2ilab.data.tensor_batches import TensorBatches, identity_collate
+
+            return DataLoader(TensorBatches(ds, self._table, self._row_of, self.batches_on),
+                              batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
+                              collate_fn=identity_collate)
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           collate_fn=self.collate(), persistent_workers=self.num_workers > 0)

@@ -83,6 +83,10 @@ class TextConditionedModule(L.LightningModule):
         self.run_config: dict | None = None  # the composed run config; saved in every checkpoint
         self._configured_hparams: dict[int, list[dict]] = {}  # id(optimizer) -> configured hyper-parameters
         self._ckpt_config: dict | None = None  # run config stored in the checkpoint being resumed
+        # fast paths (utils/fast_paths.py sets them from the ``perf`` config before fit)
+        self.optimizer_impl: str = "auto"  # AdamW implementation: auto | fused | foreach | loop
+        self.sync_free_guard = False  # NaN guard without a per-step host sync (checked one step late)
+        self._pending_finite: tuple[torch.Tensor, Any, int] | None = None
 
     # -- conditioning -------------------------------------------------------------------------
     @property
@@ -182,16 +186,49 @@ class TextConditionedModule(L.LightningModule):
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, **sampling: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The trained networks ``perf.compile`` compiles in place (families with more override)."""
+        return [self._ema_source]
+
     # -- divergence guard ---------------------------------------------------------------------
     def guard(self, loss: torch.Tensor, name: str = "loss") -> torch.Tensor:
-        """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf."""
-        if not bool(torch.isfinite(loss.detach()).all()):
-            from t2ilab.models.health import advice
+        """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf.
 
-            hint = advice(getattr(self, "_trainer", None))
-            raise NonFiniteLossError(f"non-finite {name} ({loss.detach().float().flatten()[0].item()}) at "
-                                     f"global step {self.global_step}: training stopped before the update; {hint}")
+        With ``sync_free_guard`` (CUDA default) the check costs no host sync: the finiteness flag is
+        copied to pinned host memory without blocking and read at the *next* guard call, when the
+        GPU is long past it; a non-finite loss then stops training one update late (the divergence
+        advice still names the newest healthy checkpoint, models/health.py)."""
+        if not self.sync_free_guard:
+            if not bool(torch.isfinite(loss.detach()).all()):
+                self._nonfinite(name, self.global_step, loss.detach().float().flatten()[0].item())
+            return loss
+        pending, self._pending_finite = self._pending_finite, None
+        if pending is not None:
+            flag, event, step = pending
+            if event is not None:
+                event.synchronize()  # that loss was computed a whole step ago: no pipeline drain
+            if not bool(flag):
+                self._nonfinite(name, step, float("nan"), late=True)
+        finite = torch.isfinite(loss.detach()).all()
+        event = None
+        if finite.is_cuda:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(finite, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = finite.clone()
+        host.t2ilab_host_copy = True  # read next step on the host by design (the no-sync test allows it)
+        self._pending_finite = (host, event, self.global_step)
         return loss
+
+    def _nonfinite(self, name: str, step: int, value: float, late: bool = False) -> None:
+        from t2ilab.models.health import advice
+
+        hint = advice(getattr(self, "_trainer", None))
+        when = ("detected one step later (perf.sync_free_guard): that update was applied"
+                if late else "training stopped before the update")
+        raise NonFiniteLossError(f"non-finite {name} ({value}) at global step {step}: {when}; {hint}")
 
     # -- optimisation -------------------------------------------------------------------------
     def warmup_lambda(self) -> Callable[[int], float]:
@@ -202,7 +239,9 @@ class TextConditionedModule(L.LightningModule):
         factory = factory or self.optimizer_factory or torch.optim.AdamW
         kw = getattr(factory, "keywords", {})  # a CLI `betas=[0,0.99]` arrives as (int, float): torch refuses
         betas = {"betas": tuple(float(b) for b in kw["betas"])} if kw.get("betas") is not None else {}
-        opt = factory(params=params, **betas)
+        from t2ilab.utils.fast_paths import optimizer_kwargs
+
+        opt = factory(params=params, **betas, **optimizer_kwargs(self.optimizer_impl, factory))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.warmup_lambda())
         self._configured_hparams[id(opt)] = resume.record(opt)  # re-applied after a resume restores old state
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -89,6 +89,9 @@ class GANModule(TextConditionedModule):
         self.discriminator = discriminator(**dims, **({} if self.contrastive_weight > 0 else {"contrastive_dim": 0}))
         self.init_ema(self.generator)
 
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.generator, self.discriminator]
+
     # -- noise and augmentation ------------------------------------------------------------------
     def sample_z(self, n: int, generator: Generator = None, truncation: float | None = None) -> torch.Tensor:
         """z ~ N(0, I) (n, z_dim); with ``truncation`` t > 0 each coordinate is mapped through the
@@ -130,7 +133,7 @@ class GANModule(TextConditionedModule):
         real_in = real.detach().requires_grad_(use_gp)
         cond_in = cond.detach().requires_grad_(use_gp and self.gp == "ma_gp")
         mismatch = ~same.roll(1, 1).diagonal()
-        use_mis = self.mismatch_weight > 0 and bool(mismatch.any())
+        use_mis = self.mismatch_weight > 0  # (a batch of one caption: the mask is empty, the term 0; no host sync)
         images = [real_in, fake] + ([real] if use_mis else [])
         conds = [cond_in, cond.detach()] + ([cond.detach().roll(1, 0)] if use_mis else [])
         scores, feats = self.discriminator(self.augment(torch.cat(images)) if train else torch.cat(images),
@@ -142,7 +145,7 @@ class GANModule(TextConditionedModule):
             stats["fake_scores"] = s_fake
         if use_mis:
             loss = loss + self.mismatch_weight * d_fake_loss(self.adv_loss, scores[2 * n:], mismatch)
-            stats["d_mismatch"] = (scores[2 * n:] * mismatch).sum() / mismatch.sum()
+            stats["d_mismatch"] = (scores[2 * n:] * mismatch).sum() / mismatch.sum().clamp(min=1)
         if use_gp:
             gp = gradient_penalty(self.gp, s_real, [real_in, cond_in] if self.gp == "ma_gp" else [real_in])
             loss, stats["gp"] = loss + self.gp_weight * gp, gp

@@ -18,6 +18,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
+
+PROGRESS_DELAY_S = 3.0  # a progress bar appears only for generation that runs longer than this
+_bar: list[Any] = []  # the active generation bar (diffusion reports its denoising steps to it)
+
+
+def step_done() -> None:
+    """Called by iterative samplers once per network evaluation round (e.g. a DDIM step)."""
+    if _bar:
+        _bar[-1].update(1)
 
 
 def model_device(model: Any) -> torch.device:
@@ -69,7 +79,7 @@ def sampling_used(model: Any, sampling: dict[str, Any] | None) -> dict[str, Any]
 
 
 def iter_generate(model: Any, cond: torch.Tensor, indices: Sequence[int], seed: int = 0, batch_size: int = 64,
-                  **sampling: Any) -> Iterator[tuple[list[int], torch.Tensor]]:
+                  desc: str = "generating", **sampling: Any) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Generate images ``indices`` in batches; yields ``(batch indices, float images (n,C,H,W))``
     on the model's device, in [0, 1] as ``generate`` returns them (not quantised).
 
@@ -79,6 +89,7 @@ def iter_generate(model: Any, cond: torch.Tensor, indices: Sequence[int], seed: 
         indices: global index of every row (its seed is ``image_seed(seed, index)``).
         seed: base seed.
         batch_size: images per ``generate`` call (does not change any image).
+        desc: label of the progress bar (shown on stderr once generation has run PROGRESS_DELAY_S).
         **sampling: options passed to ``generate``.
     """
     indices = [int(i) for i in indices]
@@ -87,10 +98,21 @@ def iter_generate(model: Any, cond: torch.Tensor, indices: Sequence[int], seed: 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = model_device(model)
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
-        gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in idx]
-        yield idx, model.generate(cond[start:start + len(idx)].to(dev), generator=gens, **sampling)
+    steps = int(sampling_used(model, sampling).get("num_steps") or 1)  # network rounds per batch
+    batches = range(0, len(indices), batch_size)
+    bar = tqdm(total=len(batches) * steps, desc=f"{desc} {len(indices)} images", unit="step",
+               delay=PROGRESS_DELAY_S, leave=False, dynamic_ncols=True)
+    _bar.append(bar)
+    try:
+        for b, start in enumerate(batches):
+            idx = indices[start:start + batch_size]
+            gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in idx]
+            out = model.generate(cond[start:start + len(idx)].to(dev), generator=gens, **sampling)
+            bar.update((b + 1) * steps - bar.n)  # one-shot families (GAN, VAE) advance per batch
+            yield idx, out
+    finally:
+        _bar.remove(bar)
+        bar.close()
 
 
 def generate_images(model: Any, cond: torch.Tensor, num_per_prompt: int = 1, seed: int = 0,

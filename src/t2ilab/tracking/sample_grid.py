@@ -30,14 +30,37 @@ class SampleGridCallback(L.Callback):
         seed: base seed (image i uses seed + i): grids at different steps are comparable.
         sampling: extra ``generate`` options (e.g. {num_steps: 25}).
         at_train_end: also draw a grid when training ends (``on_train_end``: the model is still on
-            its training device; by ``on_fit_end`` Lightning has moved it to the CPU).
+            its training device; by ``on_fit_end`` Lightning has moved it to the CPU). train.py turns
+            it off when ``sample_after`` writes the final samples (one final grid, not two) and the
+            interval grid of the last step is then skipped too.
+        cpu_max_steps: on a CPU, iterative samplers (diffusion) draw grids with at most this many
+            steps unless ``sampling`` sets ``num_steps`` (a 50-step guided grid of a GPU-sized UNet
+            takes minutes on 2 cores); null = the model's own default everywhere.
     """
 
     def __init__(self, every_n_steps: int = 1000, prompts: Sequence[str] | None = None, num_prompts: int = 8,
-                 num_per_prompt: int = 4, seed: int = 0, sampling: dict | None = None, at_train_end: bool = True):
+                 num_per_prompt: int = 4, seed: int = 0, sampling: dict | None = None, at_train_end: bool = True,
+                 cpu_max_steps: int | None = 25):
         self.every_n_steps, self.num_prompts, self.num_per_prompt = int(every_n_steps), num_prompts, num_per_prompt
         self.prompts, self.seed, self.sampling, self.at_train_end = (list(prompts) if prompts else None), seed, dict(sampling or {}), at_train_end
+        self.cpu_max_steps = cpu_max_steps
         self._last_step, self._last_bucket = -1, 0
+
+    def sampling_for(self, module: Any) -> dict:
+        """The ``generate`` options of this callback's grids for ``module`` on its current device."""
+        from t2ilab.models.generation import model_device, sampling_used
+
+        opts = dict(self.sampling)
+        steps = sampling_used(module, opts).get("num_steps")
+        if (self.cpu_max_steps and "num_steps" not in opts and steps and int(steps) > self.cpu_max_steps
+                and model_device(module).type == "cpu"):
+            opts["num_steps"] = int(self.cpu_max_steps)
+            if not getattr(self, "_told", False):
+                self._told = True
+                log.info("sample grids on the CPU use %d sampling steps (model default %d; set "
+                         "callbacks.sample_grid.sampling={num_steps: N} or cpu_max_steps=null to change)",
+                         self.cpu_max_steps, steps)
+        return opts
 
     def _prompts(self, trainer: L.Trainer) -> list[str]:
         if self.prompts is None:
@@ -58,7 +81,8 @@ class SampleGridCallback(L.Callback):
         self._last_step = step
         prompts = self._prompts(trainer)
         cond = trainer.datamodule.encode(prompts)
-        images, _ = generate_images(module, cond, self.num_per_prompt, self.seed, **self.sampling)
+        images, _ = generate_images(module, cond, self.num_per_prompt, self.seed, desc="sample grid",
+                                    **self.sampling_for(module))
         out = Path(trainer.default_root_dir) / "samples" / f"grid_step{step:07d}.png"
         grid = write_grid(images, prompts, self.num_per_prompt, out)
         for lg in trainer.loggers:
@@ -77,7 +101,9 @@ class SampleGridCallback(L.Callback):
         bucket = trainer.global_step // self.every_n_steps if self.every_n_steps > 0 else 0
         if bucket > self._last_bucket:
             self._last_bucket = bucket
-            self.draw(trainer, module)
+            last = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+            if not (last and not self.at_train_end):  # the final grid is the entry point's (sample_after)
+                self.draw(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
         if self.at_train_end:

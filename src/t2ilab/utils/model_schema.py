@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from t2ilab.models.diffusion import PREDICTIONS, SCHEDULES
+from t2ilab.models.diffusion import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES
 from t2ilab.models.losses import ADV_LOSSES, GP_KINDS, RECON_KINDS
 from t2ilab.models.vae import PRIORS, SCALES
 from t2ilab.utils.schema import _ex, choices
@@ -64,6 +64,8 @@ class DiffusionSchema(CommonModelSchema):
     schedule: choices("Schedule", sorted(SCHEDULES)) = _ex("cosine")  # type: ignore[valid-type]
     prediction: choices("Prediction", PREDICTIONS) = _ex("v_prediction")  # type: ignore[valid-type]
     num_train_timesteps: int = _ex(1000)
+    loss_weighting: choices("LossWeighting", LOSS_WEIGHTINGS) = _ex("min_snr")  # type: ignore[valid-type]
+    min_snr_gamma: float = _ex(5.0)
     optimizer: OptimizerSchema = _ex(None)
     net: UNetSchema = _ex(None)
     sampling: DiffusionSamplingSchema = _ex(None)

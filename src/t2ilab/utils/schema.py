@@ -16,7 +16,7 @@ import dataclasses
 import types
 import typing
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Union, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -32,7 +32,7 @@ def describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return " or ".join(describe(a) for a in inner) + " or null"
+        return " or ".join(describe(a) for a in inner) + (" or null" if len(inner) < len(args) else "")
     if origin in (list, tuple):
         return f"a list of {describe(args[0])}" if args else "a list"
     if origin is dict:
@@ -134,6 +134,19 @@ class EncoderSchema:
     dim: Optional[int] = _ex(512)
 
 
+AutoBool = Union[bool, choices("Auto", ("auto",))]  # type: ignore[misc]
+
+
+@dataclasses.dataclass
+class PerfSchema:
+    channels_last: AutoBool = _ex("false")  # type: ignore[valid-type]
+    compile: AutoBool = _ex("true")  # type: ignore[valid-type]
+    optimizer_impl: choices("OptimizerImpl", ("auto", "fused", "foreach", "loop")) = _ex("fused")  # type: ignore[valid-type]
+    foreach_ema: bool = _ex("true")
+    data_on_device: AutoBool = _ex("false")  # type: ignore[valid-type]
+    sync_free_guard: AutoBool = _ex("true")  # type: ignore[valid-type]
+
+
 def _values(node: DictConfig, schema: type) -> dict[str, Any]:
     """The schema's fields of a config node as plain values, resolved one by one (a field whose
     interpolation cannot be resolved outside a Hydra run, like ``${hydra:...}``, is skipped)."""
@@ -170,7 +183,8 @@ def validate(cfg: DictConfig) -> None:
         if key in cfg and not conforms(tp, cfg[key]):
             errors.append(f"  {key}={cfg[key]!r} ({type(cfg[key]).__name__}) must be {describe(tp)}, e.g. {key}=4")
     groups: list[tuple[str, type | None]] = [("trainer", TrainerSchema), ("data", DataSchema),
-                                             ("encoder", EncoderSchema), ("metrics", MetricsSettings)]
+                                             ("encoder", EncoderSchema), ("metrics", MetricsSettings),
+                                             ("perf", PerfSchema)]
     model = cfg.get("model") if isinstance(cfg.get("model"), DictConfig) else None
     if model is not None:
         groups.append(("model", model_schemas().get(str(model.get("_target_")))))

@@ -1,0 +1,1 @@
+"""Benchmark building blocks (scripts/benchmark.py)."""
