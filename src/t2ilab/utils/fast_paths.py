@@ -111,9 +111,9 @@ def apply(model: Any, datamodule: Any, choices: Mapping[str, Any], device: torch
     if choices["channels_last"]:
         model.to(memory_format=torch.channels_last)
     if choices["compile"]:
-        import torch._dynamo
+        from torch import _dynamo
 
-        torch._dynamo.config.suppress_errors = True  # a graph inductor cannot build runs eager (logged)
+        _dynamo.config.suppress_errors = True  # a graph inductor cannot build runs eager (logged)
         for net in model.compile_targets():
             net.compile()  # in place: state-dict keys (checkpoints) stay those of the eager module
     if datamodule is not None and hasattr(datamodule, "batches_on"):
