@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ import torch
 
 from t2ilab.bench import baseline, common, evaluation, sampling, training
 
-QUICK = {"overrides": ["experiment=quickstart"], "warmup": 3, "steps": 8, "gen_batch": 16, "feat_images": 64,
-         "fid_n": 128, "captions": 256}
+QUICK = {"overrides": ["experiment=quickstart"], "warmup": 3, "steps": 8, "gen_batch": 16, "feat_images": 16,
+         "fid_n": 48, "captions": 256}
 FULL = {"overrides": [], "warmup": 10, "steps": 40, "gen_batch": 64, "feat_images": 512, "fid_n": 10_000,
         "captions": 2048}
 
@@ -210,6 +211,8 @@ def table(report: dict[str, Any]) -> str:
     for kind, rows in report.get("scaling", {}).items():
         for key, r in rows.items():
             lines.append(f"scaling {kind}={key:<5} {r['images_per_second']:9.1f} img/s  peak {r['peak_memory_mb']:8.0f} MB")
+    if "total_seconds" in report:
+        lines.append(f"benchmark wall time {report['total_seconds']:.0f} s")
     return "\n".join(lines)
 
 
@@ -217,7 +220,9 @@ def main() -> None:
     args = parse()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.filterwarnings("ignore", module="hydra")
+    t0 = time.perf_counter()
     report = run(args)
+    report["total_seconds"] = time.perf_counter() - t0
     Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     print(table(report))
     print(f"report -> {args.out}", file=sys.stderr)

@@ -25,18 +25,18 @@ def _unet(width: int, cfg_net: Any, image_size: int, channels: int, cond_dim: in
     up = ["AttnUpBlock2D" if b.startswith("Attn") else "UpBlock2D" for b in reversed(down)]
     unet = UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels,
                        block_out_channels=tuple(width * m for m in mult), layers_per_block=int(cfg_net.num_res_blocks),
-                       down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=8,
-                       attention_head_dim=max(8, width // 4), class_embed_type="identity")
+                       down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=4,
+                       attention_head_dim=width // 4, class_embed_type="identity")
     return unet, nn.Linear(cond_dim, 4 * width)
 
 
 def matched_unet(target_params: int, cfg_net: Any, image_size: int, channels: int,
                  cond_dim: int) -> tuple[nn.Module, nn.Module, int]:
     """A UNet2DModel (+ caption projection) whose parameter count is closest to ``target_params``
-    over widths that are multiples of 8 (same levels, channel multipliers, blocks per level and
+    over widths that are multiples of 4 (same levels, channel multipliers, blocks per level and
     attention resolutions as t2ilab's UNet config)."""
     best = None
-    for width in range(8, 513, 8):
+    for width in range(8, 513, 4):
         unet, proj = _unet(width, cfg_net, image_size, channels, cond_dim)
         n = sum(p.numel() for m in (unet, proj) for p in m.parameters())
         if best is None or abs(n - target_params) < abs(best[2] - target_params):
