@@ -41,11 +41,15 @@ def test_markers_are_exclusive(tmp_path):
         run_status.mark(tmp_path, "DONE")
 
 
-def test_logger_none_trains_and_completes(tmp_path):
+def test_logger_none_trains_and_completes_with_the_final_step_checkpointed(tmp_path):
     run_dir = tmp_path / "run"
-    run("train", "debug=fast", *TINY, "logger=none", f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'c'}")
+    # 5 steps, periodic checkpoints every 3: last.ckpt must still hold step 5 (it used to stay at 3)
+    run("train", "debug=fast", *TINY, "logger=none", "trainer.max_steps=5",
+        "callbacks.model_checkpoint.every_n_train_steps=3", f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'c'}")
     assert run_status.status_of(run_dir)["status"] == "COMPLETE"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "wandb").exists()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 5 and (run_dir / "checkpoints" / "step=0000003.ckpt").is_file()
 
 
 @pytest.mark.slow

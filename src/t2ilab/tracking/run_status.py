@@ -96,10 +96,22 @@ def mark(run_dir: str | os.PathLike, status: str, reason: str | None = None, ste
 
 class InterruptCheckpoint(L.Callback):
     """On SIGTERM / SIGINT / SystemExit, save ``last.ckpt`` of the current step (atomically) before the process
-    exits, so ``ckpt_path=<run>/checkpoints/last.ckpt`` (or a requeue) continues from there."""
+    exits, so ``ckpt_path=<run>/checkpoints/last.ckpt`` (or a requeue) continues from there. Also when fit
+    ends normally at a step the periodic checkpoints did not cover (``max_steps`` not a multiple of
+    ``every_n_train_steps``): ``last.ckpt`` is then the final model, not the one of the last interval."""
 
     def __init__(self) -> None:
         self.saved: Path | None = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        ck = trainer.checkpoint_callback
+        if ck is None or getattr(ck, "_last_global_step_saved", None) == trainer.global_step:
+            return
+        final = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(final)
+        if trainer.is_global_zero:
+            log.info("final checkpoint (step %d) -> %s", trainer.global_step, final)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not is_interrupt(exception):
