@@ -246,6 +246,21 @@ class TextConditionedModule(L.LightningModule):
         self._configured_hparams[id(opt)] = resume.record(opt)  # re-applied after a resume restores old state
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def clip_gradients(self, optimizer: Any, gradient_clip_val: float | None = None,
+                       gradient_clip_algorithm: str | None = None) -> None:
+        """Lightning's clipping, except for optimisers that unscale internally (fused AdamW) under
+        bf16 autocast: Lightning's AMP plugin refuses those, but bf16 has no loss scaler, so the
+        gradients are already unscaled and clipping them directly is exact (fp16 keeps the refusal)."""
+        precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
+        if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False) and "bf16" in precision:
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, float(gradient_clip_val))
+            else:
+                torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
+            return
+        super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         return self.make_optimizer([p for n, p in self.named_parameters()
                                     if p.requires_grad and not n.startswith("ema.")])
