@@ -22,6 +22,7 @@ from torch import nn
 
 from t2ilab.models import resume, training_state
 from t2ilab.models.ema import EMA
+from t2ilab.models.finite_guard import FiniteGuard, NonFiniteLossError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ Generator = torch.Generator | Sequence[torch.Generator] | None
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     """Images in [-1,1] (any dtype) -> float32 in [0,1], clamped."""
     return x.float().add(1.0).div(2.0).clamp(0.0, 1.0)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/inf: training stops before the bad gradient touches the weights."""
 
 
 class TextConditionedModule(L.LightningModule):
@@ -86,7 +83,7 @@ class TextConditionedModule(L.LightningModule):
         # fast paths (utils/fast_paths.py sets them from the ``perf`` config before fit)
         self.optimizer_impl: str = "auto"  # AdamW implementation: auto | fused | foreach | loop
         self.sync_free_guard = False  # NaN guard without a per-step host sync (checked one step late)
-        self._pending_finite: tuple[torch.Tensor, Any, int] | None = None
+        self._finite_guard = FiniteGuard()
 
     # -- conditioning -------------------------------------------------------------------------
     @property
@@ -192,43 +189,10 @@ class TextConditionedModule(L.LightningModule):
 
     # -- divergence guard ---------------------------------------------------------------------
     def guard(self, loss: torch.Tensor, name: str = "loss") -> torch.Tensor:
-        """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf.
-
-        With ``sync_free_guard`` (CUDA default) the check costs no host sync: the finiteness flag is
-        copied to pinned host memory without blocking and read at the *next* guard call, when the
-        GPU is long past it; a non-finite loss then stops training one update late (the divergence
-        advice still names the newest healthy checkpoint, models/health.py)."""
-        if not self.sync_free_guard:
-            if not bool(torch.isfinite(loss.detach()).all()):
-                self._nonfinite(name, self.global_step, loss.detach().float().flatten()[0].item())
-            return loss
-        pending, self._pending_finite = self._pending_finite, None
-        if pending is not None:
-            flag, event, step = pending
-            if event is not None:
-                event.synchronize()  # that loss was computed a whole step ago: no pipeline drain
-            if not bool(flag):
-                self._nonfinite(name, step, float("nan"), late=True)
-        finite = torch.isfinite(loss.detach()).all()
-        event = None
-        if finite.is_cuda:
-            host = torch.empty((), dtype=torch.bool, pin_memory=True)
-            host.copy_(finite, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host = finite.clone()
-        host.t2ilab_host_copy = True  # read next step on the host by design (the no-sync test allows it)
-        self._pending_finite = (host, event, self.global_step)
-        return loss
-
-    def _nonfinite(self, name: str, step: int, value: float, late: bool = False) -> None:
-        from t2ilab.models.health import advice
-
-        hint = advice(getattr(self, "_trainer", None))
-        when = ("detected one step later (perf.sync_free_guard): that update was applied"
-                if late else "training stopped before the update")
-        raise NonFiniteLossError(f"non-finite {name} ({value}) at global step {step}: {when}; {hint}")
+        """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf; with
+        ``sync_free_guard`` one step later but without a host sync (models/finite_guard.py)."""
+        return self._finite_guard.check(loss, name, self.global_step, self.sync_free_guard,
+                                        getattr(self, "_trainer", None))
 
     # -- optimisation -------------------------------------------------------------------------
     def warmup_lambda(self) -> Callable[[int], float]:
