@@ -13,6 +13,7 @@ A family implements:
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,6 +27,7 @@ from t2ilab.models.finite_guard import FiniteGuard, NonFiniteLossError  # noqa: 
 
 log = logging.getLogger(__name__)
 
+LR_DECAYS = ("none", "cosine")
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
 
@@ -49,6 +51,9 @@ class TextConditionedModule(L.LightningModule):
         ema: ``{enabled, decay, warmup, every_n_steps}``; EMA weights are used by ``generate``.
         optimizer: a partial optimiser (``_partial_: true`` in the config), called with params.
         lr_warmup_steps: linear learning-rate warm-up length (0 = none).
+        lr_decay: ``none`` (constant after warm-up) or ``cosine`` (half-cosine from the peak down to
+            ``lr_min_ratio`` x peak at ``trainer.max_steps``: short runs end annealed).
+        lr_min_ratio: the learning rate at the end of a ``cosine`` decay, relative to the peak.
         sampling: default keyword arguments of ``generate`` (family-specific).
     """
 
@@ -57,7 +62,8 @@ class TextConditionedModule(L.LightningModule):
 
     def __init__(self, cond_dim: int, image_size: int = 32, channels: int = 3, cond_drop_prob: float = 0.1,
                  center_cond: bool = True, ema: dict | None = None, optimizer: Callable | None = None,
-                 lr_warmup_steps: int = 0, sampling: dict | None = None):
+                 lr_warmup_steps: int = 0, sampling: dict | None = None, lr_decay: str = "none",
+                 lr_min_ratio: float = 0.1):
         super().__init__()
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ValueError(f"model.cond_drop_prob={cond_drop_prob} must be in [0, 1)")
@@ -65,6 +71,9 @@ class TextConditionedModule(L.LightningModule):
         self.cond_drop_prob, self.center_cond = float(cond_drop_prob), bool(center_cond)
         self.ema_cfg = {"enabled": True, "decay": 0.999, "warmup": True, "every_n_steps": 1, **(ema or {})}
         self.optimizer_factory, self.lr_warmup_steps = optimizer, int(lr_warmup_steps)
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"model.lr_decay={lr_decay!r}: expected one of {LR_DECAYS}")
+        self.lr_decay, self.lr_min_ratio = lr_decay, float(lr_min_ratio)
         self.sampling_defaults = dict(sampling or {})
         bad = set(self.sampling_defaults) - set(self.sampling_keys)
         if bad:
@@ -196,8 +205,20 @@ class TextConditionedModule(L.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------
     def warmup_lambda(self) -> Callable[[int], float]:
+        """Learning-rate factor per optimiser step: linear warm-up, then constant or cosine decay."""
         n = max(self.lr_warmup_steps, 0)
-        return lambda step: 1.0 if n == 0 else min(1.0, (step + 1) / n)
+        total = int(getattr(self._trainer, "max_steps", -1) or -1) if self._trainer is not None else -1
+        lo = self.lr_min_ratio
+
+        def factor(step: int) -> float:
+            if n and step < n:
+                return (step + 1) / n
+            if self.lr_decay != "cosine" or total <= n:
+                return 1.0
+            frac = min(1.0, (step - n) / max(1, total - n))
+            return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac))
+
+        return factor
 
     def make_optimizer(self, params, factory: Callable | None = None) -> dict:
         factory = factory or self.optimizer_factory or torch.optim.AdamW

@@ -37,6 +37,8 @@ class CommonModelSchema:
     cond_drop_prob: float = _ex(0.1)
     center_cond: bool = _ex("true")
     lr_warmup_steps: int = _ex(500)
+    lr_decay: choices("LRDecay", ("none", "cosine")) = _ex("cosine")  # type: ignore[valid-type]
+    lr_min_ratio: float = _ex(0.1)
     ema: EMASchema = _ex(None)
 
 
