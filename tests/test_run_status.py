@@ -44,8 +44,12 @@ def test_markers_are_exclusive(tmp_path):
 def test_logger_none_trains_and_completes_with_the_final_step_checkpointed(tmp_path):
     run_dir = tmp_path / "run"
     # 5 steps, periodic checkpoints every 3: last.ckpt must still hold step 5 (it used to stay at 3)
-    run("train", "debug=fast", *TINY, "logger=none", "trainer.max_steps=5",
-        "callbacks.model_checkpoint.every_n_train_steps=3", f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'c'}")
+    # sample_after with a grid interval landing on the last step: the final grid is drawn once (final_grid.png)
+    run("train", "debug=fast", *TINY, "logger=none", "trainer.max_steps=5", "sample_after=true",
+        "callbacks.sample_grid.every_n_steps=5", "callbacks.model_checkpoint.every_n_train_steps=3",
+        f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'c'}")
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["final", "final_grid.png"]
+    assert len(list((run_dir / "samples" / "final").glob("*.png"))) == 2 * 2  # the grid callback's prompts x images
     assert run_status.status_of(run_dir)["status"] == "COMPLETE"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "wandb").exists()
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -101,7 +101,7 @@ class SampleGridCallback(L.Callback):
         bucket = trainer.global_step // self.every_n_steps if self.every_n_steps > 0 else 0
         if bucket > self._last_bucket:
             self._last_bucket = bucket
-            last = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+            last = 0 < (getattr(trainer, "max_steps", -1) or -1) <= trainer.global_step
             if not (last and not self.at_train_end):  # the final grid is the entry point's (sample_after)
                 self.draw(trainer, module)
 
