@@ -175,7 +175,9 @@ def scaling(cfg: Any, encoder: Any, device: torch.device, k: dict) -> dict[str, 
     for res in (28, 32, 64):
         with open_dict(cfg):
             cfg.data.batch_size, cfg.data.image_size = 64, res
-            cfg.model.net.attn_resolutions = [max(4, res // 4 // int(cfg.model.net.get("patch_size", 1)))]
+            # attention stays at the lowest level, as in the configs (32 px, 2x2 patches, 2 levels -> 8)
+            levels = len(cfg.model.net.channel_mult) - 1
+            cfg.model.net.attn_resolutions = [res // int(cfg.model.net.get("patch_size", 1)) // 2**levels]
         out["resolution"][res] = training.measure_training(cfg, encoder, device, dict(cfg.perf), precision,
                                                            k["warmup"], k["steps"], build_datamodule(cfg.data, encoder))
     return out

@@ -16,7 +16,7 @@ from t2ilab.utils import fast_paths
 
 def test_auto_resolves_per_device_and_unknown_options_fail():
     cpu, notes = fast_paths.resolve({}, torch.device("cpu"))
-    assert cpu["optimizer_impl"] == "foreach" and cpu["compile"] is False and cpu["data_on_device"] is True
+    assert cpu["optimizer_impl"] == "fused" and cpu["compile"] is False and cpu["data_on_device"] is True
     assert notes == []
     cuda, _ = fast_paths.resolve({"compile": False}, torch.device("cuda"))
     assert cuda["optimizer_impl"] == "fused" and cuda["channels_last"] is True and cuda["compile"] is False

@@ -23,7 +23,7 @@ OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 AUTO: dict[str, dict[str, Any]] = {
     "cuda": {"channels_last": True, "compile": True, "optimizer_impl": "fused", "data_on_device": True,
              "sync_free_guard": True},
-    "cpu": {"channels_last": False, "compile": False, "optimizer_impl": "foreach", "data_on_device": True,
+    "cpu": {"channels_last": False, "compile": False, "optimizer_impl": "fused", "data_on_device": True,
             "sync_free_guard": False},
 }
 DEFAULTS = {"channels_last": "auto", "compile": "auto", "optimizer_impl": "auto", "foreach_ema": True,
