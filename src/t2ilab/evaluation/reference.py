@@ -32,7 +32,8 @@ FORMAT_VERSION = 2  # 2: Fréchet covariance factor instead of sigma
 # ``text_encoder`` are None when unset: that must not make the callback's and eval's keys differ)
 _NOT_IDENTITY = {"batch_size", "num_workers", "pin_memory", "prepare_data_per_node", "trainer", "text_encoder",
                  "allow_zero_length_dataloader_with_multiple_devices",
-                 "shuffle_seed"}  # training order only (train.py pins it; a bare datamodule has None)
+                 "shuffle_seed",  # training order only (train.py pins it; a bare datamodule has None)
+                 "batches_on"}  # where batches are built (perf.data_on_device), not which images
 _SCALARS = (str, int, float, bool, type(None), Path)
 
 
