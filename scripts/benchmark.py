@@ -147,7 +147,8 @@ def sample_rates(cfg: Any, overrides: list[str], model: Any, encoder: Any, dm: A
                  batch: int) -> dict[str, Any]:
     from t2ilab.utils.builders import build_model
 
-    cond = dm.embedding_table()[:batch].repeat((batch + 1) // max(1, len(dm.embedding_table()[:batch])), 1)[:batch]
+    table = dm.embedding_table()
+    cond = table[torch.arange(batch) % len(table)]  # the first captions, cycled when there are fewer
     out: dict[str, Any] = {}
     for steps in (10, 25, 50):
         for g in (1.0, 2.0):

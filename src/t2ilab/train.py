@@ -120,7 +120,7 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
             model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after fit
-            _final_samples(cfg, model, datamodule, grid_cb, trainer, Path(run_dir))
+            _final_samples(model, datamodule, grid_cb, trainer, Path(run_dir))
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then re-raised non-zero
         step = trainer.global_step if trainer is not None else None
         code = run_status.exit_code(e)
@@ -193,7 +193,7 @@ def _usable_callbacks(callbacks: list[Any], have_logger: bool) -> list[Any]:
     return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
 
-def _final_samples(cfg: DictConfig, model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_dir: Path) -> None:
+def _final_samples(model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_dir: Path) -> None:
     """``sample_after``: <run_dir>/samples/final (PNGs + prompts.jsonl) and final_grid.png beside it,
     drawn once with the sample-grid callback's prompts / images per prompt / seed / sampling (so it
     continues the grid series) and logged to W&B as that series' last image."""
@@ -204,7 +204,7 @@ def _final_samples(cfg: DictConfig, model: Any, datamodule: Any, grid_cb: Any, t
 
     if grid_cb is None:
         grid_cb = SampleGridCallback(prompts=None, num_prompts=8, num_per_prompt=4, seed=0)
-    prompts = grid_cb.prompts or _first_captions(datamodule, grid_cb.num_prompts)
+    prompts = grid_cb.prompts_for(datamodule)
     out = run_dir / "samples" / "final"
     write_samples(model, datamodule.encode(prompts), prompts, out, num_per_prompt=grid_cb.num_per_prompt,
                   seed=grid_cb.seed, desc="final samples", **grid_cb.sampling_for(model))
@@ -213,14 +213,6 @@ def _final_samples(cfg: DictConfig, model: Any, datamodule: Any, grid_cb: Any, t
             lg.log_image(key="samples/grid", images=[str(grid_path_beside(out))], caption=[" | ".join(prompts)],
                          step=trainer.global_step)
 
-
-def _first_captions(datamodule: Any, n: int) -> list[str]:
-    ds, seen = datamodule.dataset("val"), {}
-    for i in range(len(ds)):
-        seen.setdefault(ds.caption(i), None)
-        if len(seen) == n:
-            break
-    return list(seen)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

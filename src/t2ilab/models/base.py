@@ -13,7 +13,6 @@ A family implements:
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -24,10 +23,10 @@ from torch import nn
 from t2ilab.models import resume, training_state
 from t2ilab.models.ema import EMA
 from t2ilab.models.finite_guard import FiniteGuard, NonFiniteLossError  # noqa: F401  (re-exported)
+from t2ilab.models.optim import LR_DECAYS, clip_directly, lr_factor
 
 log = logging.getLogger(__name__)
 
-LR_DECAYS = ("none", "cosine")
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
 
@@ -206,19 +205,8 @@ class TextConditionedModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------
     def warmup_lambda(self) -> Callable[[int], float]:
         """Learning-rate factor per optimiser step: linear warm-up, then constant or cosine decay."""
-        n = max(self.lr_warmup_steps, 0)
         total = int(getattr(self._trainer, "max_steps", -1) or -1) if self._trainer is not None else -1
-        lo = self.lr_min_ratio
-
-        def factor(step: int) -> float:
-            if n and step < n:
-                return (step + 1) / n
-            if self.lr_decay != "cosine" or total <= n:
-                return 1.0
-            frac = min(1.0, (step - n) / max(1, total - n))
-            return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac))
-
-        return factor
+        return lr_factor(self.lr_warmup_steps, self.lr_decay, self.lr_min_ratio, total)
 
     def make_optimizer(self, params, factory: Callable | None = None) -> dict:
         factory = factory or self.optimizer_factory or torch.optim.AdamW
@@ -238,12 +226,7 @@ class TextConditionedModule(L.LightningModule):
         gradients are already unscaled and clipping them directly is exact (fp16 keeps the refusal)."""
         precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
         if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False) and "bf16" in precision:
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, float(gradient_clip_val))
-            else:
-                torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
-            return
+            return clip_directly(optimizer, gradient_clip_val, gradient_clip_algorithm)
         super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:

@@ -43,7 +43,7 @@ class SampleGridCallback(L.Callback):
                  cpu_max_steps: int | None = 25):
         self.every_n_steps, self.num_prompts, self.num_per_prompt = int(every_n_steps), num_prompts, num_per_prompt
         self.prompts, self.seed, self.sampling, self.at_train_end = (list(prompts) if prompts else None), seed, dict(sampling or {}), at_train_end
-        self.cpu_max_steps = cpu_max_steps
+        self.cpu_max_steps, self._told = cpu_max_steps, False
         self._last_step, self._last_bucket = -1, 0
 
     def sampling_for(self, module: Any) -> dict:
@@ -55,16 +55,17 @@ class SampleGridCallback(L.Callback):
         if (self.cpu_max_steps and "num_steps" not in opts and steps and int(steps) > self.cpu_max_steps
                 and model_device(module).type == "cpu"):
             opts["num_steps"] = int(self.cpu_max_steps)
-            if not getattr(self, "_told", False):
+            if not self._told:
                 self._told = True
                 log.info("sample grids on the CPU use %d sampling steps (model default %d; set "
                          "callbacks.sample_grid.sampling={num_steps: N} or cpu_max_steps=null to change)",
                          self.cpu_max_steps, steps)
         return opts
 
-    def _prompts(self, trainer: L.Trainer) -> list[str]:
+    def prompts_for(self, datamodule: Any) -> list[str]:
+        """The fixed prompts, else the first ``num_prompts`` distinct val captions (then kept)."""
         if self.prompts is None:
-            ds = trainer.datamodule.dataset("val")
+            ds = datamodule.dataset("val")
             seen: dict[str, None] = {}
             for i in range(len(ds)):
                 seen.setdefault(ds.caption(i), None)
@@ -79,7 +80,7 @@ class SampleGridCallback(L.Callback):
         if step == self._last_step:
             return None
         self._last_step = step
-        prompts = self._prompts(trainer)
+        prompts = self.prompts_for(trainer.datamodule)
         cond = trainer.datamodule.encode(prompts)
         images, _ = generate_images(module, cond, self.num_per_prompt, self.seed, desc="sample grid",
                                     **self.sampling_for(module))

@@ -10,6 +10,7 @@ from typing import Optional
 
 from t2ilab.models.diffusion import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES
 from t2ilab.models.losses import ADV_LOSSES, GP_KINDS, RECON_KINDS
+from t2ilab.models.optim import LR_DECAYS
 from t2ilab.models.vae import PRIORS, SCALES
 from t2ilab.utils.schema import _ex, choices
 
@@ -37,7 +38,7 @@ class CommonModelSchema:
     cond_drop_prob: float = _ex(0.1)
     center_cond: bool = _ex("true")
     lr_warmup_steps: int = _ex(500)
-    lr_decay: choices("LRDecay", ("none", "cosine")) = _ex("cosine")  # type: ignore[valid-type]
+    lr_decay: choices("LRDecay", LR_DECAYS) = _ex("cosine")  # type: ignore[valid-type]
     lr_min_ratio: float = _ex(0.1)
     ema: EMASchema = _ex(None)
 
