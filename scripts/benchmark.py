@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"env": common.environment(device), "mode": "quick" if args.quick else "full",
                               "overrides": overrides, "fallbacks": notes}
     cfg = common.compose(overrides)
-    encoder = build_encoder(cfg.encoder)
+    encoder = build_encoder(cfg.encoder, cfg)
     dm = build_datamodule(cfg.data, encoder)
     dm.setup("fit")
     auto, auto_notes = fast_paths.resolve(dict(cfg.perf), device)

@@ -76,7 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model.to(device)
     data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
     check_overrides(cfg.ckpt_path, train_cfg, "eval", data=data_cfg, encoder=enc_cfg)
-    datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg))
+    datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg, train_cfg))
 
     show_and_save_config(cfg, out_dir)
     config = {**OmegaConf.to_container(cfg, resolve=True), "train_data": OmegaConf.to_container(data_cfg),

@@ -110,7 +110,7 @@ def sample(cfg: DictConfig) -> Path:
     if cfg.encoder:
         enc_cfg = OmegaConf.merge(enc_cfg, cfg.encoder)
         check_overrides(cfg.ckpt_path, train_cfg, "sample", encoder=enc_cfg)
-    encoder = build_encoder(enc_cfg)
+    encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training (tokens, prompt expansion)
     cond = encoder.encode_text(prompts).float()
     sampling = OmegaConf.to_container(cfg.sampling or OmegaConf.create({}), resolve=True)
     return write_samples(model, cond, prompts, out_dir, cfg.num_per_prompt, cfg.seed, cfg.batch_size,

@@ -99,10 +99,10 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
         if torch.cuda.is_available():
             torch.set_float32_matmul_precision("high")
-        encoder = build_encoder(cfg.encoder)
+        encoder = build_encoder(cfg.encoder, cfg)
+        model = build_model(cfg.model, encoder.dim, getattr(encoder, "token_dim", 0))
         datamodule = build_datamodule(cfg.data, encoder)
         datamodule.shuffle_seed = cfg.seed  # DDP: every rank shards the same per-epoch permutation
-        model = build_model(cfg.model, encoder.dim)
         model.run_config = config
         perf, perf_fallbacks = _fast_paths(cfg, model, datamodule)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from t2ilab.encoders import hub
 from t2ilab.encoders import open_clip_encoder as oce
 from t2ilab.encoders.base import TextEncoder
 from t2ilab.encoders.errors import WeightsUnavailableError
@@ -154,9 +155,9 @@ def _fake_hub(monkeypatch, probe_error=None):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(oce.hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(oce, "hf_hub_download", download)
-    monkeypatch.setattr(oce, "get_hf_file_metadata", metadata)
+    monkeypatch.setattr(hub.hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hf_hub_download", download)
+    monkeypatch.setattr(hub, "get_hf_file_metadata", metadata)
     return calls
 
 

@@ -53,7 +53,7 @@ def measure_training(cfg: Any, encoder: Any, device: torch.device, perf: dict[st
     """
     choices, notes = fast_paths.resolve(perf, device)
     dm = datamodule or build_datamodule(cfg.data, encoder)
-    model = build_model(cfg.model, encoder.dim)
+    model = build_model(cfg.model, encoder.dim, getattr(encoder, "token_dim", 0))
     fast_paths.apply(model, dm, choices, device)
     timer = _StepTimer(warmup, steps, device)
     with tempfile.TemporaryDirectory(prefix="t2ilab-bench-") as tmp:

@@ -110,17 +110,11 @@ class EmbeddingCache:
         new = [c for c in embeddings if c not in self._mem]
         if not new:
             return
-        rows = [torch.as_tensor(embeddings[c]).detach() for c in new]
+        rows = self._rows(new, [torch.as_tensor(embeddings[c]).detach() for c in new])
         for c, r in zip(new, rows):
-            if r.dim() != 1:
-                raise ValueError(f"embedding for {c!r} must be 1-D, got shape {tuple(r.shape)}")
-        # one fresh contiguous tensor: rows must not keep a (GPU or larger) batch tensor alive
-        stacked = torch.stack([r.to("cpu", torch.float32) for r in rows]).contiguous()
-        self._check_dim(stacked.shape[1], "put_many")
-        for i, c in enumerate(new):
-            self._mem[c] = stacked[i]
+            self._mem[c] = r
         if self.dir is not None:
-            self._write_shard(new, stacked)
+            self._write_shard(new, rows)
 
     def compact(self) -> None:
         """Merges all shards on disk (as currently known) into one new shard, deleting the old ones."""
@@ -131,7 +125,7 @@ class EmbeddingCache:
         if len(old) <= 1 or not self._mem:
             return
         caps = list(self._mem)
-        if self._write_shard(caps, torch.stack([self._mem[c] for c in caps])):
+        if self._write_shard(caps, [self._mem[c] for c in caps]):
             for p in old:  # only shards whose content we hold; shards written meanwhile survive
                 try:
                     p.unlink()
@@ -140,6 +134,27 @@ class EmbeddingCache:
             log.info("compacted %d embedding shards in %s", len(old), self.dir)
 
     # ------------------------------------------------------------------ internals
+    # -- row format (TokenStateCache overrides these three) --
+    def _rows(self, captions: list[str], rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Validated CPU rows in storage form, in ONE fresh tensor: rows must not keep a (GPU or
+        larger) batch tensor alive."""
+        for c, r in zip(captions, rows):
+            if r.dim() != 1:
+                raise ValueError(f"embedding for {c!r} must be 1-D, got shape {tuple(r.shape)}")
+        stacked = torch.stack([r.to("cpu", torch.float32) for r in rows]).contiguous()
+        self._check_dim(stacked.shape[1], "put_many")
+        return list(stacked)
+
+    def _payload(self, rows: list[torch.Tensor]) -> dict:
+        return {"embeddings": torch.stack(rows)}
+
+    def _from_payload(self, blob: dict, n: int, where: str) -> list[torch.Tensor]:
+        emb = blob["embeddings"]
+        if emb.shape[0] != n:
+            raise ValueError("size mismatch")
+        self._check_dim(emb.shape[1], where)
+        return list(emb.to(torch.float32))
+
     def _check_dim(self, dim: int, where: str) -> bool:
         if self._dim is None:
             self._dim = dim
@@ -157,25 +172,24 @@ class EmbeddingCache:
             self._seen_shards.add(path.name)
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
-                caps, emb = blob["captions"], blob["embeddings"]
-                if blob.get("fingerprint") != self.fingerprint or emb.shape[0] != len(caps):
-                    raise ValueError("fingerprint / size mismatch")
-                self._check_dim(emb.shape[1], str(path))
+                caps = blob["captions"]
+                if blob.get("fingerprint") != self.fingerprint:
+                    raise ValueError("fingerprint mismatch")
+                rows = self._from_payload(blob, len(caps), str(path))
             except FileNotFoundError:  # deleted by a concurrent compaction: its merged copy is picked up later
                 continue
             except Exception as e:  # corrupt / foreign file: skip it, recompute what is missing
                 log.warning("ignoring unreadable embedding shard %s (%s: %s)", path, type(e).__name__, e)
                 continue
-            emb = emb.to(torch.float32)
-            for i, c in enumerate(caps):
-                self._mem.setdefault(c, emb[i])
+            for c, r in zip(caps, rows):
+                self._mem.setdefault(c, r)
             self.num_disk_loads += 1
         if paths:
             log.debug("loaded %d embedding shards from %s (%d captions cached)", len(paths), self.dir, len(self._mem))
         if allow_compact and len(on_disk) > self.compact_threshold:
             self.compact()
 
-    def _write_shard(self, captions: list[str], embeddings: torch.Tensor) -> bool:
+    def _write_shard(self, captions: list[str], rows: list[torch.Tensor]) -> bool:
         assert self.dir is not None
         name = f"shard-{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pt"
         tmp = self.dir / f".tmp-{name}"
@@ -183,7 +197,7 @@ class EmbeddingCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._write_meta()
             blob = {"format": SHARD_FORMAT, "fingerprint": self.fingerprint,
-                    "captions": list(captions), "embeddings": embeddings}
+                    "captions": list(captions), **self._payload(rows)}
             with open(tmp, "wb") as f:
                 torch.save(blob, f)
                 f.flush()
@@ -207,3 +221,28 @@ class EmbeddingCache:
         tmp = self.dir / f".tmp-meta-{uuid.uuid4().hex[:8]}.json"
         tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
         os.replace(tmp, path)
+
+
+class TokenStateCache(EmbeddingCache):
+    """Caption -> per-token states (L_i, D) for ONE encoder fingerprint, stored compactly: float16,
+    trimmed to the caption's own valid tokens (no padding). Shards hold all states of a write
+    concatenated (sum L_i, D) plus the lengths. Same atomic-shard and once-per-caption rules as
+    :class:`EmbeddingCache` (directory ``text_embeddings/<fingerprint>``; use a distinct fingerprint)."""
+
+    def _rows(self, captions: list[str], rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        for c, r in zip(captions, rows):
+            if r.dim() != 2 or r.shape[0] == 0:
+                raise ValueError(f"token states for {c!r} must be (L>0, D), got shape {tuple(r.shape)}")
+            self._check_dim(r.shape[1], "put_many")
+        flat = torch.cat([r.to("cpu", torch.float16) for r in rows]).contiguous()
+        return list(flat.split([r.shape[0] for r in rows]))
+
+    def _payload(self, rows: list[torch.Tensor]) -> dict:
+        return {"states": torch.cat(rows), "lengths": torch.tensor([r.shape[0] for r in rows])}
+
+    def _from_payload(self, blob: dict, n: int, where: str) -> list[torch.Tensor]:
+        states, lengths = blob["states"], blob["lengths"].tolist()
+        if len(lengths) != n or sum(lengths) != states.shape[0]:
+            raise ValueError("size mismatch")
+        self._check_dim(states.shape[1], where)
+        return list(states.to(torch.float16).split(lengths))

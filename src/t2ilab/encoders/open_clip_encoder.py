@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 
 import open_clip
 import torch
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 import torch.nn.functional as F
 from open_clip.model import CLIP, CustomTextCLIP, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
@@ -21,6 +19,7 @@ from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 from t2ilab.encoders.base import warn_if_truncated
 from t2ilab.encoders.cache import EmbeddingCache, file_sha256
 from t2ilab.encoders.errors import WeightsUnavailableError
+from t2ilab.encoders.hub import _download_pretrained, _hf_offline  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -36,56 +35,6 @@ def _plain(obj):
     if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def _hf_offline() -> bool:  # env read at call time (huggingface_hub reads it only at import)
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return env.strip().upper() in {"1", "ON", "YES", "TRUE"} or bool(hf_constants.HF_HUB_OFFLINE)
-
-
-def _download_pretrained(model_name: str, tag: str) -> str:
-    """Local path of open_clip weights ``model_name``/``tag``: HF cache first, then ONE quick network
-    probe (no retry/backoff storm), then the real download. Raises WeightsUnavailableError."""
-    cfg = open_clip.get_pretrained_cfg(model_name, tag)
-    if cfg.get("file"):
-        return cfg["file"]
-    # open_clip convention: "org/repo/filename" or "org/repo/" (= default file names)
-    repo_id, filename = os.path.split(cfg["hf_hub"])
-    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    if filename.endswith((".bin", ".pth")):
-        names.insert(0, filename[:-4] + ".safetensors")
-    err: Exception | None = None
-    for name in names:  # 1) local HF cache: no network at all
-        try:
-            return hf_hub_download(repo_id, name, local_files_only=True)
-        except Exception as e:
-            err = e
-    reason = "HF_HUB_OFFLINE is set"
-    if not _hf_offline():
-        timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 5)
-        for name in names:  # 2) one HEAD per candidate, no retries; 3) real download once reachable
-            try:
-                get_hf_file_metadata(hf_hub_url(repo_id, name), timeout=timeout)
-            except Exception as e:
-                err = e
-                if any(c.__name__ == "EntryNotFoundError" for c in type(e).__mro__):
-                    continue  # this file name does not exist in the repo: try the next one
-                break
-            log.info("downloading open_clip weights %s/%s from huggingface.co/%s", model_name, tag, repo_id)
-            try:
-                return hf_hub_download(repo_id, name)
-            except Exception as e:
-                err = e
-                break
-        reason = f"fetching from the Hugging Face hub failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-    raise WeightsUnavailableError(
-        f"Cannot load pretrained weights for open_clip model '{model_name}' (pretrained='{tag}', "
-        f"huggingface.co/{repo_id}): {reason} and they are not in the local Hugging Face cache. "
-        f"Pass a local weights file instead: encoder.checkpoint_path=/path/to/open_clip_model.safetensors "
-        f"(download it from https://huggingface.co/{repo_id} on a machine with internet access). "
-        f"On online machines the weights are downloaded and cached automatically."
-    ) from err
-
 
 
 class OpenCLIPEncoder:
@@ -148,6 +97,9 @@ class OpenCLIPEncoder:
         if self._arch is None:
             raise ValueError(f"unknown open_clip model {model_name!r} (see open_clip.list_models())")
         self.dim = int(self._arch["embed_dim"])
+        custom_text = bool((self.model_cfg or {}).get("custom_text")) or "hf_model_name" in self._arch.get("text_cfg", {})
+        # per-token states (model.cond_type=tokens): the text transformer's width; 0 = not offered
+        self.token_dim = 0 if custom_text else int(self._arch.get("text_cfg", {}).get("width", 512))
         if dim is not None and int(dim) != self.dim:
             raise ValueError(f"encoder dim={dim} but open_clip model '{model_name}' has embed_dim={self.dim}: "
                              f"fix encoder.dim or pick the matching model")
@@ -259,6 +211,25 @@ class OpenCLIPEncoder:
             self.cache.put_many(new)
             found.update(new)
         return torch.stack([found[c] for c in captions]) if captions else torch.empty(0, self.dim)
+
+    @torch.no_grad()
+    def text_tokens(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uncached per-token states: (B, L, token_dim) float32 CPU after the final LayerNorm (before
+        the projection, as latent-diffusion models use them) and a bool mask (B, L), True from the
+        start token to the end token; L = the longest caption of this batch. Causal attention makes
+        every valid state independent of the padding after it."""
+        if not self.token_dim:
+            raise ValueError(f"encoder {self.name!r} (custom text tower) does not offer token states: "
+                             "use model.cond_type=pooled")
+        model = self.load()
+        text = self.tokenizer(list(captions)).to(self.device)
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(text).to(cast) + model.positional_embedding.to(cast)
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask)).float()
+        self.num_text_forward_batches += 1
+        mask = text != 0  # open_clip pads with 0 after the end token
+        length = int(mask.sum(1).max()) if len(captions) else 0
+        return x[:, :length].cpu(), mask[:, :length].cpu()
 
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.model.visual

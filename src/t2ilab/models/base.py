@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from t2ilab.models import resume, training_state
+from t2ilab.models.conditioning import ConditioningMixin
 from t2ilab.models.ema import EMA
 from t2ilab.models.finite_guard import FiniteGuard, NonFiniteLossError  # noqa: F401  (re-exported)
 from t2ilab.models.optim import LR_DECAYS, clip_directly, lr_factor
@@ -35,7 +36,7 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return x.float().add(1.0).div(2.0).clamp(0.0, 1.0)
 
 
-class TextConditionedModule(L.LightningModule):
+class TextConditionedModule(ConditioningMixin, L.LightningModule):
     """Shared base of the GAN, VAE and diffusion families.
 
     Args:
@@ -54,6 +55,12 @@ class TextConditionedModule(L.LightningModule):
             ``lr_min_ratio`` x peak at ``trainer.max_steps``: short runs end annealed).
         lr_min_ratio: the learning rate at the end of a ``cosine`` decay, relative to the peak.
         sampling: default keyword arguments of ``generate`` (family-specific).
+        cond_type: ``pooled`` (one vector per caption) or ``tokens`` (plus per-token states for
+            cross-attention; families with ``token_conditioning``). See models/conditioning.py.
+        token_dim: width of the token states (the encoder's; filled in by the entry point).
+        max_tokens: token states kept per caption (``tokens``; longer captions are cut, with a warning).
+        cond_noise: LAFITE perturbation strength xi of the pooled condition during training (0 = off;
+            language-free training on image embeddings uses 0.1-0.3).
     """
 
     family = "base"
@@ -62,12 +69,11 @@ class TextConditionedModule(L.LightningModule):
     def __init__(self, cond_dim: int, image_size: int = 32, channels: int = 3, cond_drop_prob: float = 0.1,
                  center_cond: bool = True, ema: dict | None = None, optimizer: Callable | None = None,
                  lr_warmup_steps: int = 0, sampling: dict | None = None, lr_decay: str = "none",
-                 lr_min_ratio: float = 0.1):
+                 lr_min_ratio: float = 0.1, cond_type: str = "pooled", token_dim: int = 0, max_tokens: int = 32,
+                 cond_noise: float = 0.0):
         super().__init__()
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"model.cond_drop_prob={cond_drop_prob} must be in [0, 1)")
-        self.cond_dim, self.image_size, self.channels = int(cond_dim), int(image_size), int(channels)
-        self.cond_drop_prob, self.center_cond = float(cond_drop_prob), bool(center_cond)
+        self._init_conditioning(cond_dim, cond_drop_prob, center_cond, cond_type, token_dim, max_tokens, cond_noise)
+        self.image_size, self.channels = int(image_size), int(channels)
         self.ema_cfg = {"enabled": True, "decay": 0.999, "warmup": True, "every_n_steps": 1, **(ema or {})}
         self.optimizer_factory, self.lr_warmup_steps = optimizer, int(lr_warmup_steps)
         if lr_decay not in LR_DECAYS:
@@ -78,9 +84,6 @@ class TextConditionedModule(L.LightningModule):
         if bad:
             raise ValueError(f"model.sampling has unknown keys {sorted(bad)}; {self.family} accepts "
                              f"{list(self.sampling_keys)}")
-        self.null_embedding = nn.Parameter(torch.zeros(self.cond_dim))
-        self.register_buffer("cond_mean", torch.zeros(self.cond_dim))
-        self.register_buffer("cond_mean_set", torch.tensor(False))
         self.ema: EMA | None = None
         self._ema_step = -1  # global step of the last EMA update (one update per step)
         self._batches_seen, self._resume_rng = 0, None  # exact resume (models/training_state.py)
@@ -97,31 +100,6 @@ class TextConditionedModule(L.LightningModule):
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
-
-    def set_cond_mean(self, table: torch.Tensor) -> None:
-        """Store the mean of the training caption embeddings (once; kept across resumes)."""
-        if self.center_cond and not bool(self.cond_mean_set):
-            self.cond_mean.copy_(table.float().mean(0).to(self.cond_mean.device))
-            self.cond_mean_set.fill_(True)
-
-    def prepare_cond(self, cond: torch.Tensor) -> torch.Tensor:
-        cond = cond.to(self.null_embedding.device, torch.float32)
-        if cond.ndim != 2 or cond.shape[1] != self.cond_dim:
-            raise ValueError(f"cond must be (N, {self.cond_dim}) text embeddings, got {tuple(cond.shape)}; "
-                             "was the model trained with a different encoder?")
-        return cond - self.cond_mean if self.center_cond else cond
-
-    def null_cond(self, n: int) -> torch.Tensor:
-        """The learned 'no caption' embedding, repeated n times (already in prepared space)."""
-        return self.null_embedding.unsqueeze(0).expand(n, -1)
-
-    def drop_cond(self, cond: torch.Tensor, p: float | None = None) -> torch.Tensor:
-        """Replace a random share p of (prepared) conditions by the null embedding."""
-        p = self.cond_drop_prob if p is None else p
-        if p <= 0:
-            return cond
-        drop = torch.rand(cond.shape[0], 1, device=cond.device) < p
-        return torch.where(drop, self.null_cond(cond.shape[0]).to(cond.dtype), cond)
 
     # -- noise --------------------------------------------------------------------------------
     def randn(self, shape: Sequence[int], generator: Generator = None) -> torch.Tensor:
@@ -285,6 +263,7 @@ class TextConditionedModule(L.LightningModule):
             state = checkpoint["state_dict"]
             state.update({n: b for n, b in start[2].items() if n in state})
         checkpoint["t2ilab"] = {"config": self.run_config, "family": self.family, "cond_dim": self.cond_dim,
+                                "token_dim": self.token_dim,
                                 "image_shape": list(self.image_shape), "version": t2ilab.__version__,
                                 "batches_seen": seen, "rng": rng}
         for lg in self.loggers if self._trainer is not None else []:

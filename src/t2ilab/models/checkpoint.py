@@ -42,7 +42,7 @@ def load_model(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tuple
     """
     ckpt, meta = read_metadata(ckpt_path, map_location)
     cfg = OmegaConf.create(meta["config"])
-    model = build_model(cfg.model, meta["cond_dim"])
+    model = build_model(cfg.model, meta["cond_dim"], meta.get("token_dim", 0))
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = meta["config"]
     return model.eval(), cfg

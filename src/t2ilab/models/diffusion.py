@@ -39,6 +39,7 @@ class DiffusionModule(TextConditionedModule):
     """
 
     family = "diffusion"
+    token_conditioning = True  # the UNet reads token states through cross-attention
     sampling_keys = ("num_steps", "guidance_scale", "eta", "clip_x0")
 
     def __init__(self, net: Callable[..., nn.Module], schedule: str = "cosine", prediction: str = "epsilon",
@@ -52,7 +53,8 @@ class DiffusionModule(TextConditionedModule):
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
                                              beta_schedule=SCHEDULES[schedule], prediction_type=prediction,
                                              clip_sample=False)
-        self.net = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size)
+        self.net = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size,
+                       **self.net_cond_kwargs())
         self.init_ema(self.net)
 
     # -- training -----------------------------------------------------------------------------

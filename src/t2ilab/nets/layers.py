@@ -75,3 +75,28 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
         out = F.scaled_dot_product_attention(q, k, v)  # (n, heads, hw, c/heads)
         return x + self.out(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class CrossAttention(nn.Module):
+    """Spatial positions attend to text token states (Rombach et al. 2022): queries from the
+    feature map, keys/values from the tokens; padded tokens are masked out (they get exactly zero
+    weight, so their content never changes the output). Zero-initialised output: starts as identity."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention channels {channels} not divisible by heads {heads}")
+        self.heads, self.norm = heads, group_norm(channels)
+        self.q, self.out = nn.Conv2d(channels, channels, 1), nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (N,C,H,W); context (N,L,context_dim); mask bool (N,L), True = attend (>= 1 per row)."""
+        n, c, h, w = x.shape
+        d = c // self.heads
+        q = self.q(self.norm(x)).reshape(n, self.heads, d, h * w).transpose(-1, -2)
+        k, v = self.kv(context).reshape(n, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return x + self.out(out.transpose(-1, -2).reshape(n, c, h, w))

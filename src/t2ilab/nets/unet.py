@@ -2,7 +2,10 @@
 
 The noise level enters through a sinusoidal embedding, the caption through ``CondMLP``; their sum
 modulates every residual block (AdaGN). Self-attention runs at the resolutions listed in
-``attn_resolutions`` (low ones: cheap and where global layout is decided).
+``attn_resolutions`` (low ones: cheap and where global layout is decided). With token conditioning
+(``token_dim`` > 0; ``cond`` is then the packed row of encoders/tokens.py) cross-attention blocks over
+the caption's token states follow at ``cross_attention_resolutions`` (and in the middle block when
+its resolution is listed): which word goes where is decided per position, not by one vector.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2ilab.nets.layers import CondMLP, ResBlock, SelfAttention, group_norm, sinusoidal_embedding
+from t2ilab.encoders.tokens import TokenLayout
+from t2ilab.nets.layers import CondMLP, CrossAttention, ResBlock, SelfAttention, group_norm, sinusoidal_embedding
 
 
 class UNet(nn.Module):
@@ -30,12 +34,23 @@ class UNet(nn.Module):
         patch_size: fold p x p pixel patches into channels before the first conv (PixelUnshuffle)
             and unfold at the end: the network runs at image_size/p, ~p^2 cheaper (used by the
             CPU quickstart; 1 = plain pixel-space UNet).
+        token_dim, max_tokens: the packed token layout (filled in by the module for
+            ``model.cond_type=tokens``; 0 = pooled conditioning only).
+        cross_attention_resolutions: feature-map sizes that get cross-attention over the tokens
+            (``tokens`` only; default: the ``attn_resolutions``).
     """
 
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, base_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
-                 attn_resolutions: Sequence[int] = (8,), heads: int = 4, dropout: float = 0.0, patch_size: int = 1):
+                 attn_resolutions: Sequence[int] = (8,), heads: int = 4, dropout: float = 0.0, patch_size: int = 1,
+                 token_dim: int = 0, max_tokens: int = 0, cross_attention_resolutions: Sequence[int] | None = None):
         super().__init__()
+        if token_dim and cross_attention_resolutions is None:
+            cross_attention_resolutions = attn_resolutions
+        cross = set(cross_attention_resolutions or ())
+        if cross and not token_dim:
+            raise ValueError("model.net.cross_attention_resolutions needs token states: set model.cond_type=tokens "
+                             "(or model.net.cross_attention_resolutions=null for pooled conditioning)")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
         self.patch_size = patch_size
@@ -47,6 +62,13 @@ class UNet(nn.Module):
         self.base_channels = base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond_mlp = CondMLP(cond_dim, emb_dim)
+        self.layout = TokenLayout(cond_dim, token_dim, max_tokens) if token_dim else None
+        if self.layout is not None:  # token states -> a shared context width (LayerNorm: encoders' scales differ)
+            self.context = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, emb_dim))
+
+        def attention(ch: int, res: int) -> list[nn.Module]:
+            return ([SelfAttention(ch, heads)] if res in attn_resolutions else []) + \
+                   ([CrossAttention(ch, emb_dim, heads)] if res in cross else [])
         self.stem = nn.Conv2d(channels, base_channels, 3, padding=1)
 
         self.down, skips, ch, res = nn.ModuleList(), [base_channels], base_channels, image_size
@@ -54,8 +76,7 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks):
                 block = nn.ModuleList([ResBlock(ch, base_channels * mult, emb_dim, dropout)])
                 ch = base_channels * mult
-                if res in attn_resolutions:
-                    block.append(SelfAttention(ch, heads))
+                block.extend(attention(ch, res))
                 self.down.append(block)
                 skips.append(ch)
             if level < len(channel_mult) - 1:
@@ -63,14 +84,14 @@ class UNet(nn.Module):
                 skips.append(ch)
                 res //= 2
         self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch, heads),
+                                  *([CrossAttention(ch, emb_dim, heads)] if res in cross else []),
                                   ResBlock(ch, ch, emb_dim, dropout)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
                 block = nn.ModuleList([ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, dropout)])
                 ch = base_channels * mult
-                if res in attn_resolutions:
-                    block.append(SelfAttention(ch, heads))
+                block.extend(attention(ch, res))
                 if level > 0 and i == num_res_blocks:
                     block.append(nn.Upsample(scale_factor=2, mode="nearest"))
                     block.append(nn.Conv2d(ch, ch, 3, padding=1))
@@ -81,24 +102,33 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     @staticmethod
-    def _run(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, ctx: tuple | None) -> torch.Tensor:
         for layer in block:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, CrossAttention):
+                h = layer(h, *ctx)
+            else:
+                h = layer(h)
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x: (N,C,H,W) noisy images; t: (N,) timesteps (any scale); cond: (N,cond_dim)."""
+        """x: (N,C,H,W) noisy images; t: (N,) timesteps (any scale); cond: (N,cond_dim), or the
+        packed token rows when built with ``token_dim``."""
+        ctx = None
+        if self.layout is not None:
+            cond, tokens, mask = self.layout.unpack(cond)
+            ctx = (self.context(tokens), mask)
         emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels)) + self.cond_mlp(cond)
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)
         h = self.stem(x)
         hs = [h]
         for block in self.down:
-            h = self._run(block, h, emb)
+            h = self._run(block, h, emb, ctx)
             hs.append(h)
-        for layer in self.mid:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        h = self._run(self.mid, h, emb, ctx)
         for block in self.up:
-            h = self._run(block, torch.cat([h, hs.pop()], dim=1), emb)
+            h = self._run(block, torch.cat([h, hs.pop()], dim=1), emb, ctx)
         out = self.out(h)
         return F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out

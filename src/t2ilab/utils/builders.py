@@ -8,9 +8,31 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 
-def build_encoder(cfg_encoder: DictConfig) -> Any:
-    """The frozen text encoder (lazy: no weights are loaded until the first encode)."""
-    return instantiate(cfg_encoder)
+def build_encoder(cfg_encoder: DictConfig, run_cfg: DictConfig | None = None) -> Any:
+    """The frozen text encoder (lazy: no weights are loaded until the first encode).
+
+    With ``run_cfg`` (the composed training config: the run's, or the one stored in a checkpoint)
+    the encoder is wrapped the way the run conditions: ``model.cond_type=tokens`` packs per-token
+    states (encoders/tokens.py), ``prompt_expansion`` rewrites captions before encoding
+    (encoders/prompt_expansion.py). Train, sample and eval all build it here, so a prompt is
+    conditioned the same way at every stage."""
+    encoder = instantiate(cfg_encoder)
+    if run_cfg is None:
+        return encoder
+    model = run_cfg.get("model") or {}
+    if model.get("cond_type", "pooled") == "tokens":
+        from t2ilab.encoders.tokens import TokenConditioning
+
+        encoder = TokenConditioning(encoder, int(model.get("max_tokens", 32)))
+    expansion = run_cfg.get("prompt_expansion")
+    if expansion is not None and str(expansion.get("kind", "none")) != "none":
+        from t2ilab.encoders.prompt_expansion import ExpandedEncoder, build_expander
+
+        data_name = str((run_cfg.get("data") or {}).get("name", ""))
+        expander = build_expander(expansion, data_name, cfg_encoder.get("cache_dir"))
+        if expander is not None:
+            encoder = ExpandedEncoder(encoder, expander)
+    return encoder
 
 
 def build_datamodule(cfg_data: DictConfig, text_encoder: Any) -> Any:
@@ -18,9 +40,11 @@ def build_datamodule(cfg_data: DictConfig, text_encoder: Any) -> Any:
     return instantiate(cfg_data, text_encoder=text_encoder, _recursive_=False)
 
 
-def build_model(cfg_model: DictConfig, cond_dim: int) -> Any:
-    """The family's LightningModule; ``cond_dim`` comes from the encoder."""
-    return instantiate(cfg_model, cond_dim=int(cond_dim))
+def build_model(cfg_model: DictConfig, cond_dim: int, token_dim: int = 0) -> Any:
+    """The family's LightningModule; ``cond_dim`` (and ``token_dim`` for ``cond_type=tokens``) come
+    from the encoder."""
+    extra = {"token_dim": int(token_dim)} if token_dim and cfg_model.get("cond_type", "pooled") == "tokens" else {}
+    return instantiate(cfg_model, cond_dim=int(cond_dim), **extra)
 
 
 def instantiate_group(node: DictConfig | None) -> list[Any]:

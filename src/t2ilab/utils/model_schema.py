@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from t2ilab.encoders.tokens import COND_TYPES
 from t2ilab.models.diffusion import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES
 from t2ilab.models.losses import ADV_LOSSES, GP_KINDS, RECON_KINDS
 from t2ilab.models.optim import LR_DECAYS
@@ -37,6 +38,9 @@ class CommonModelSchema:
     channels: int = _ex(3)
     cond_drop_prob: float = _ex(0.1)
     center_cond: bool = _ex("true")
+    cond_type: choices("CondType", COND_TYPES) = _ex("tokens")  # type: ignore[valid-type]
+    max_tokens: int = _ex(32)
+    cond_noise: float = _ex(0.1)
     lr_warmup_steps: int = _ex(500)
     lr_decay: choices("LRDecay", LR_DECAYS) = _ex("cosine")  # type: ignore[valid-type]
     lr_min_ratio: float = _ex(0.1)
@@ -49,6 +53,7 @@ class UNetSchema:
     channel_mult: list[int] = _ex("[1,2,2]")
     num_res_blocks: int = _ex(2)
     attn_resolutions: list[int] = _ex("[8]")
+    cross_attention_resolutions: Optional[list[int]] = _ex("[16,8]")
     heads: int = _ex(4)
     dropout: float = _ex(0.1)
     patch_size: int = _ex(1)
