@@ -40,6 +40,7 @@ def test_config_lists_exactly_the_constructor_args(name):
     cls = get_class(cfg._target_)
     keys = {k for k in cfg if k != "_target_"}
     assert keys == _init_params(cls), keys ^ _init_params(cls)
+    assert cfg.condition_source == "text"
     for key in ("image_size", "channels", "batch_size", "num_workers", "pin_memory"):
         assert key in cfg
     assert cfg.batch_size == 64 and cfg.num_workers == 0 and cfg.pin_memory is False

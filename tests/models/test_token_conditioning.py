@@ -3,6 +3,8 @@ cross-attention (token content matters, padding does not) and the errors for uns
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from t2ilab.nets.unet import UNet
 
 CAPS = ["a red circle", "a small blue square above a large green triangle on a white background"]
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
 
 @pytest.fixture
 def tiny_encoder(tmp_path):
@@ -18,7 +22,7 @@ def tiny_encoder(tmp_path):
 
     from t2ilab.encoders.open_clip_encoder import OpenCLIPEncoder
 
-    cfg = OmegaConf.to_container(OmegaConf.load("conf/encoder/clip_tiny.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "encoder/clip_tiny.yaml"))
     cfg.pop("_target_")
     cfg["cache_dir"] = str(tmp_path / "cache")
     return lambda: OpenCLIPEncoder(**cfg)

@@ -23,6 +23,7 @@ from t2ilab.data.sampler import ResumableRandomSampler
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+CONDITION_SOURCES = ("text", "image_embedding")  # data.condition_source (set by utils/builders.py)
 
 
 class CaptionedImageDataset(Dataset):
@@ -77,10 +78,10 @@ class InMemoryCaptionedDataset(CaptionedImageDataset):
 
 
 class _Collate:
-    """Picklable collate: uint8 -> [-1,1] float, caption -> row of the embedding table."""
+    """Picklable collate: uint8 -> [-1,1] float; item index -> its row of the conditioning table."""
 
-    def __init__(self, table: torch.Tensor | None, row_of: dict[str, int] | None):
-        self.table, self.row_of = table, row_of
+    def __init__(self, table: torch.Tensor | None, rows: torch.Tensor | None):
+        self.table, self.rows = table, rows
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         images = torch.stack([it["image"] for it in items]).float().div_(127.5).sub_(1.0)
@@ -92,8 +93,7 @@ class _Collate:
         if "label" in items[0]:
             batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
         if self.table is not None:
-            rows = torch.tensor([self.row_of[c] for c in batch["caption"]], dtype=torch.long)
-            batch["cond"] = self.table[rows]
+            batch["cond"] = self.table[self.rows[batch["index"]]]
         return batch
 
 
@@ -106,10 +106,12 @@ class CaptionedDataModule(L.LightningDataModule):
         batch_size: per-device batch size.
         num_workers: DataLoader workers (0 = main process).
         text_encoder: object with ``encode_text`` (see encoders.base); None -> no "cond" in batches.
+        condition_source: ``text`` (caption embeddings) or ``image_embedding`` (language-free training).
     """
 
     def __init__(self, image_size: int = 32, channels: int = 3, batch_size: int = 64,
-                 num_workers: int = 0, text_encoder: Any = None, pin_memory: bool = False):
+                 num_workers: int = 0, text_encoder: Any = None, pin_memory: bool = False,
+                 condition_source: str = "text"):
         super().__init__()
         self.image_size, self.channels = int(image_size), int(channels)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
@@ -122,6 +124,12 @@ class CaptionedDataModule(L.LightningDataModule):
         self.shuffle_seed: int | None = None
         # perf.data_on_device (utils/fast_paths.py): in-memory splits batch by tensor indexing on this device
         self.batches_on: torch.device | None = None
+        # data.condition_source: "text" (caption embeddings) or "image_embedding" (language-free training on
+        # the encoder's image embeddings, data/image_embeddings.py; prompts are still encoded as text)
+        if condition_source not in CONDITION_SOURCES:
+            raise ValueError(f"data.condition_source={condition_source!r}: expected one of {CONDITION_SOURCES}")
+        self.condition_source = condition_source
+        self._image_tables: dict[str, torch.Tensor] = {}
 
     # -- to implement -------------------------------------------------------------------------
     def build_split(self, split: str) -> CaptionedImageDataset:  # pragma: no cover - abstract
@@ -146,7 +154,7 @@ class CaptionedDataModule(L.LightningDataModule):
         self._build_embedding_table()
 
     def _build_embedding_table(self) -> None:
-        if self.text_encoder is None:
+        if self.text_encoder is None or self.condition_source == "image_embedding":
             return
         captions: set[str] = set()
         for ds in self.datasets.values():
@@ -160,7 +168,8 @@ class CaptionedDataModule(L.LightningDataModule):
         self._row_of = {c: i for i, c in enumerate(unique)}
 
     def embedding_table(self) -> torch.Tensor | None:
-        """(U, D) embeddings of every unique caption of the loaded splits (None without encoder)."""
+        """(U, D) embeddings of every unique caption of the loaded splits (None without encoder, and for
+        language-free training: no caption mean to centre on; image and text embeddings differ in mean)."""
         self._build_embedding_table()
         return self._table
 
@@ -170,15 +179,29 @@ class CaptionedDataModule(L.LightningDataModule):
             raise RuntimeError("this datamodule has no text_encoder; pass one to encode prompts")
         return self.text_encoder.encode_text(list(captions)).float()
 
-    def collate(self) -> _Collate:
-        return _Collate(self._table, self._row_of)
+    def cond_rows(self, split: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(conditioning table, row of each item of ``split``): caption embeddings indexed by caption,
+        or (language-free) the split's image embeddings, one row per item."""
+        ds = self.dataset(split)
+        if self.text_encoder is None:
+            return None, None
+        if self.condition_source == "image_embedding":
+            if split not in self._image_tables:
+                from t2ilab.data.image_embeddings import embed_split
+
+                self._image_tables[split] = embed_split(self.text_encoder, ds)
+            return self._image_tables[split], torch.arange(len(ds))
+        # (re)build when this split brings captions the table lacks (e.g. test after setup("fit"))
+        self._build_embedding_table()
+        return self._table, torch.tensor([self._row_of[c] for c in ds.captions()], dtype=torch.long)
+
+    def collate(self, split: str = "train") -> _Collate:
+        return _Collate(*self.cond_rows(split))
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool | None = False) -> DataLoader:
         """``drop_last=None``: drop an incomplete last batch when this rank has more than one batch."""
         ds = self.dataset(split)
-        # (re)build when this split brings captions the table lacks (e.g. test after setup("fit"));
-        # a no-op when every caption is already a row
-        self._build_embedding_table()
+        table, rows = self.cond_rows(split)
         # training order: a seeded per-epoch permutation that needs no global RNG and can skip the
         # batches a resumed run already saw; under DDP each rank gets its disjoint shard of it
         # (data/sampler.py); seed = the run's seed (the same on every rank)
@@ -191,12 +214,12 @@ class CaptionedDataModule(L.LightningDataModule):
         if self.batches_on is not None and isinstance(ds, InMemoryCaptionedDataset) and self.num_workers == 0:
             from t2ilab.data.tensor_batches import TensorBatches, identity_collate
 
-            return DataLoader(TensorBatches(ds, self._table, self._row_of, self.batches_on),
+            return DataLoader(TensorBatches(ds, table, rows, self.batches_on),
                               batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                               collate_fn=identity_collate)
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          collate_fn=self.collate(), persistent_workers=self.num_workers > 0)
+                          collate_fn=_Collate(table, rows), persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, drop_last=None)

@@ -103,16 +103,28 @@ def _check_image(path: str) -> bool:
         return False
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+
+
+def folder_entries(image_dir: Path) -> list[Entry]:
+    """Every image file under ``image_dir`` (sorted, recursive), without captions: language-free
+    training (``data.condition_source=image_embedding``) needs no captions file."""
+    files = sorted(p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return [Entry(f, "", 0) for f in files]
+
+
 def validate_entries(entries: list[Entry], image_dir: Path, source: Path,
-                     max_threads: int = 8) -> list[Entry]:
-    """Keep entries with a caption and a decodable image; warn with counts/paths for the rest.
+                     max_threads: int = 8, need_captions: bool = True) -> list[Entry]:
+    """Keep entries with a caption (when ``need_captions``) and a decodable image; warn with
+    counts/paths for the rest.
 
     Raises ValueError (naming ``source`` and the reasons) if nothing valid remains.
     """
     bad: dict[str, list[str]] = {r: [] for r in REASONS}
     candidates: list[Entry] = []
     for e in entries:
-        if not e.caption.strip():
+        if need_captions and not e.caption.strip():
             bad["empty caption"].append(e.file)
         elif not (image_dir / e.file).is_file():
             bad["missing file"].append(e.file)
@@ -181,7 +193,8 @@ class CaptionFolderDataModule(CaptionedDataModule):
     Args:
         name: config group choice (ignored).
         image_dir: folder holding the images (entry paths are relative to it).
-        captions_file: .jsonl ({"file","caption"} per line) or .csv (header file,caption).
+        captions_file: .jsonl ({"file","caption"} per line) or .csv (header file,caption); null =
+            every image under ``image_dir``, uncaptioned (only with ``data.condition_source=image_embedding``).
         test_captions_file: optional separate captions file for the test split (default: test = val).
         val_fraction: fraction of valid entries held out for validation (>= 1 item when > 1 valid).
         seed: seed of the deterministic train/val split.
@@ -193,24 +206,31 @@ class CaptionFolderDataModule(CaptionedDataModule):
         text_encoder: encoder providing ``encode_text`` (None -> batches without "cond").
     """
 
-    def __init__(self, image_dir: str, captions_file: str, name: str = "",
+    def __init__(self, image_dir: str, captions_file: str | None, name: str = "",
                  test_captions_file: str | None = None, val_fraction: float = 0.05, seed: int = 0,
                  image_size: int = 64, channels: int = 3, batch_size: int = 64, num_workers: int = 0,
-                 pin_memory: bool = False, text_encoder: Any = None):
+                 pin_memory: bool = False, text_encoder: Any = None, condition_source: str = "text"):
         super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, text_encoder=text_encoder, pin_memory=pin_memory)
+                         num_workers=num_workers, text_encoder=text_encoder, pin_memory=pin_memory,
+                         condition_source=condition_source)
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.image_dir, self.captions_file = Path(str(image_dir)), Path(str(captions_file))
+        self.image_dir = Path(str(image_dir))
+        self.captions_file = Path(str(captions_file)) if captions_file else None
         self.test_captions_file = Path(str(test_captions_file)) if test_captions_file else None
         self.val_fraction, self.seed = float(val_fraction), int(seed)
         self._split_entries: dict[str, list[Entry]] | None = None
 
-    def _load(self, path: Path) -> list[Entry]:
+    def _load(self, path: Path | None) -> list[Entry]:
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image_dir not found: {self.image_dir}")
+        if path is None:
+            if self.condition_source != "image_embedding":
+                raise ValueError("data.captions_file=null (an uncaptioned image folder) needs language-free training: "
+                                 "set data.condition_source=image_embedding, or pass data.captions_file=PATH")
+            return validate_entries(folder_entries(self.image_dir), self.image_dir, self.image_dir, need_captions=False)
         return validate_entries(read_captions_file(path), self.image_dir, path)
 
     def _splits(self) -> dict[str, list[Entry]]:
@@ -225,7 +245,7 @@ class CaptionFolderDataModule(CaptionedDataModule):
             train = [valid[i] for i in train_idx]
             val = [valid[i] for i in val_idx] or list(train)
             self._split_entries = {"train": train, "val": val}
-            log.info("%s: %d valid entries -> train %d / val %d", self.captions_file, n, len(train),
+            log.info("%s: %d valid entries -> train %d / val %d", self.captions_file or self.image_dir, n, len(train),
                      len(val))
         return self._split_entries
 

@@ -102,9 +102,10 @@ class ClassPromptDataModule(CaptionedDataModule):
     def __init__(self, name: str = "", data_dir: str = "data", seed: int = 0, val_size: int = 5000,
                  limit_train: int | None = None, resize_mode: str = "pad", image_size: int = 32,
                  channels: int = 1, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False,
-                 text_encoder: Any = None):
+                 text_encoder: Any = None, condition_source: str = "text"):
         super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, text_encoder=text_encoder, pin_memory=pin_memory)
+                         num_workers=num_workers, text_encoder=text_encoder, pin_memory=pin_memory,
+                         condition_source=condition_source)
         if resize_mode not in ("pad", "resize"):
             raise ValueError(f"resize_mode must be 'pad' or 'resize', got {resize_mode!r}")
         if self.channels not in (1, 3):

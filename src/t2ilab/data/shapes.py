@@ -237,9 +237,10 @@ class ShapesDataModule(CaptionedDataModule):
                  backgrounds: Sequence[str] | None = None, shape_sizes: Sequence[str] | None = None,
                  supersample: int = 4, image_size: int = 32,
                  channels: int = 3, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False,
-                 text_encoder: Any = None):
+                 text_encoder: Any = None, condition_source: str = "text"):
         super().__init__(image_size=image_size, channels=channels, batch_size=batch_size,
-                         num_workers=num_workers, text_encoder=text_encoder, pin_memory=pin_memory)
+                         num_workers=num_workers, text_encoder=text_encoder, pin_memory=pin_memory,
+                         condition_source=condition_source)
         self.colors = self._subset("colors", colors, tuple(COLORS))
         self.shapes = self._subset("shapes", shapes, SHAPES)
         self.backgrounds = self._subset("backgrounds", backgrounds, tuple(BACKGROUNDS))

@@ -1,6 +1,6 @@
 """Batches of an in-memory split gathered by tensor indexing (``perf.data_on_device``).
 
-The split's uint8 images, its caption -> embedding-table rows and its labels are put on the
+The split's uint8 images, its item -> conditioning-table rows and its labels are put on the
 training device once; a batch is then one ``index_select`` per tensor and a uint8 -> float
 conversion on the device: no per-item Python, no DataLoader workers, no host->device image copy
 per step. The DataLoader keeps its sampler (``ResumableRandomSampler``: seeded order, exact resume,
@@ -25,19 +25,18 @@ class TensorBatches(Dataset):
 
     Args:
         dataset: an ``InMemoryCaptionedDataset`` (``images``: uint8 (N, C, H, W)).
-        table: (U, D) caption embeddings; None = no ``cond`` in batches.
-        row_of: caption -> row of ``table``.
+        table: (U, D) conditioning table; None = no ``cond`` in batches.
+        rows: (N,) row of ``table`` per item.
         device: where the tensors live and batches are built.
     """
 
-    def __init__(self, dataset: Any, table: torch.Tensor | None, row_of: dict[str, int] | None,
+    def __init__(self, dataset: Any, table: torch.Tensor | None, rows: torch.Tensor | None,
                  device: torch.device | str):
         self.dataset, self.device = dataset, torch.device(device)
         self.images = dataset.images.to(self.device).contiguous()
         self.captions = dataset.captions()
         self.table = table.to(self.device) if table is not None else None
-        self.rows = (torch.tensor([row_of[c] for c in self.captions], dtype=torch.long, device=self.device)
-                     if table is not None else None)
+        self.rows = rows.to(self.device, torch.long) if table is not None else None
         self.labels = (torch.tensor([dataset.label(i) for i in range(len(dataset))], dtype=torch.long,
                                     device=self.device) if getattr(dataset, "has_labels", False) else None)
 

@@ -21,6 +21,9 @@ def build_encoder(cfg_encoder: DictConfig, run_cfg: DictConfig | None = None) ->
         return encoder
     model = run_cfg.get("model") or {}
     if model.get("cond_type", "pooled") == "tokens":
+        if (run_cfg.get("data") or {}).get("condition_source", "text") == "image_embedding":
+            raise ValueError("data.condition_source=image_embedding gives one image embedding per image, no token "
+                             "states: use model.cond_type=pooled for language-free training")
         from t2ilab.encoders.tokens import TokenConditioning
 
         encoder = TokenConditioning(encoder, int(model.get("max_tokens", 32)))
@@ -36,7 +39,8 @@ def build_encoder(cfg_encoder: DictConfig, run_cfg: DictConfig | None = None) ->
 
 
 def build_datamodule(cfg_data: DictConfig, text_encoder: Any) -> Any:
-    """The datamodule, wired to the encoder so batches carry cached text embeddings."""
+    """The datamodule, wired to the encoder so batches carry cached text embeddings (or, with
+    ``data.condition_source=image_embedding``, the encoder's image embeddings: language-free training)."""
     return instantiate(cfg_data, text_encoder=text_encoder, _recursive_=False)
 
 

@@ -109,6 +109,7 @@ class DataSchema:
     num_workers: int = _ex(0)
     pin_memory: bool = _ex("false")
     seed: int = _ex(0)
+    condition_source: choices("ConditionSource", ("text", "image_embedding")) = _ex("image_embedding")  # type: ignore[valid-type]
     # shapes
     num_train: int = _ex(20000)
     num_val: int = _ex(1000)
