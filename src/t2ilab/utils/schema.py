@@ -133,6 +133,13 @@ class EncoderSchema:
     seed: int = _ex(0)
     batch_size: int = _ex(256)
     dim: Optional[int] = _ex(512)
+    # hf_text (encoders/hf_text.py; the tuple repeats hf_text.POOLINGS: importing it would load transformers)
+    model_name_or_path: str = _ex("sentence-transformers/all-MiniLM-L6-v2")
+    revision: Optional[str] = _ex("main")
+    pooling: choices("Pooling", ("mean", "cls")) = _ex("mean")  # type: ignore[valid-type]
+    normalize: bool = _ex("true")
+    max_length: Optional[int] = _ex(77)
+    device: str = _ex("cpu")
 
 
 AutoBool = Union[bool, choices("Auto", ("auto",))]  # type: ignore[misc]
