@@ -61,10 +61,25 @@ def test_every_group_choice_composes_resolves_and_targets_import(tmp_path, group
         assert callable(get_object(target)), target
 
 
+def fake_autoencoder(tmp_path: Path, channels: int, size: int) -> str:
+    """An untrained conf/model/autoencoder.yaml checkpoint of the given geometry (what
+    model=latent_diffusion needs in model.autoencoder_ckpt)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(tmp_path / "ae", ["model=autoencoder", f"data.channels={channels}", f"data.image_size={size}"])
+    vae = build_model(cfg.model, 16)
+    path = tmp_path / f"ae_{channels}x{size}.ckpt"
+    torch.save({"state_dict": vae.state_dict(), "t2ilab": {"config": {"model": OmegaConf.to_container(cfg.model, resolve=True)},
+                "family": "vae", "cond_dim": 16, "image_shape": [channels, size, size]}}, path)
+    return str(path)
+
+
 @pytest.mark.parametrize("preset", choices("experiment"))
 def test_experiment_presets_build_their_model_and_datamodule(tmp_path, preset):
     """A preset must instantiate (no typo'd keys, sizes that fit the data) without training."""
-    cfg = compose_train(tmp_path, [f"experiment={preset}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    extra = [f"model.autoencoder_ckpt={fake_autoencoder(tmp_path, 1, 32)}"] if "latent" in preset else []
+    cfg = compose_train(tmp_path, [f"experiment={preset}", f"paths.cache_dir={tmp_path / 'cache'}", *extra])
     encoder = instantiate(cfg.encoder)
     dm = build_datamodule(cfg.data, encoder)
     model = build_model(cfg.model, cfg.encoder.dim)
@@ -75,9 +90,16 @@ def test_experiment_presets_build_their_model_and_datamodule(tmp_path, preset):
 @pytest.mark.parametrize("model", choices("model"))
 @pytest.mark.parametrize("data", ["shapes", "fashion_mnist"])
 def test_each_model_fits_each_resolution(tmp_path, model, data):
-    """Every family builds for RGB 32 px and grayscale 28 px images."""
+    """Every family builds for RGB 32 px and grayscale 28 px images (latent diffusion: 28 px gives 7x7
+    latents its two-level UNet cannot halve, a clear error naming model.net.channel_mult)."""
     over = [f"model={model}", f"data={data}"] + (["data.image_size=28"] if data == "fashion_mnist" else [])
+    if model == "latent_diffusion":
+        over.append(f"model.autoencoder_ckpt={fake_autoencoder(tmp_path, *((1, 28) if data == 'fashion_mnist' else (3, 32)))}")
     cfg = compose_train(tmp_path, over)
+    if model == "latent_diffusion" and data == "fashion_mnist":
+        with pytest.raises(ValueError, match="channel_mult"):
+            build_model(cfg.model, 16)
+        return
     m = build_model(cfg.model, 16)
     assert m.image_shape == ((1, 28, 28) if data == "fashion_mnist" else (3, 32, 32))
 

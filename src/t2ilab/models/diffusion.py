@@ -53,9 +53,14 @@ class DiffusionModule(TextConditionedModule):
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
                                              beta_schedule=SCHEDULES[schedule], prediction_type=prediction,
                                              clip_sample=False)
-        self.net = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size,
+        self.net = net(channels=self.sample_shape[0], cond_dim=self.cond_dim, image_size=self.sample_shape[-1],
                        **self.net_cond_kwargs())
         self.init_ema(self.net)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """What the denoiser runs on: the image (latent diffusion: the autoencoder's latent map)."""
+        return self.image_shape
 
     # -- training -----------------------------------------------------------------------------
     def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -105,7 +110,7 @@ class DiffusionModule(TextConditionedModule):
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, num_steps: int = 50,
                   guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False) -> torch.Tensor:
         n = cond.shape[0]
-        x = self.randn((n, *self.image_shape), generator)
+        x = self.randn((n, *self.sample_shape), generator)
         sched = self.sampler(num_steps, clip_x0)
         guided = guidance_scale != 1.0
         both = torch.cat([cond, self.null_cond(n)]) if guided else cond

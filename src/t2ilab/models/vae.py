@@ -1,6 +1,11 @@
 """Text-conditioned VAE: q(z|x,c), p(x|z,c) with a vector latent, beta-weighted KL with linear
 warm-up and optional free bits, and a choice of pixel likelihoods (mse|bce|gaussian|laplace; the
-last two with a learned scale, "sigma-VAE", Rybkin et al. 2021)."""
+last two with a learned scale, "sigma-VAE", Rybkin et al. 2021).
+
+With ``model.net.latent=spatial`` (``model=autoencoder``) the same module trains the unconditional
+spatial-latent autoencoder of latent diffusion (nets/vae_nets.py): same objective, a (C, h, w)
+latent map, N(0, I) prior, a small ``beta``; ``encode_latents`` / ``decode_latents`` are what
+models/latent_diffusion.py uses."""
 
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ PRIORS = ("standard", "conditional")
 class VAEModule(TextConditionedModule):
     """Args (plus those of ``TextConditionedModule``):
         net: partial ``VAENet`` constructor; called with ``channels, cond_dim, image_size, z_dim,
-            scale_channels``.
-        z_dim: latent size.
+            scale_channels, conditional_prior``; its ``latent`` (``vector`` | ``spatial``) picks the mode.
+        z_dim: latent size (``vector``; the spatial map's shape comes from ``net.latent_channels`` and
+            ``net.downsample``).
         prior: ``standard`` N(0, I) or ``conditional`` p(z|c) = N(mu(c), sigma(c)^2) learned from
             the caption (Sohn et al. 2015). With a standard prior the encoder can store the class
             in z and the decoder then ignores the caption; the learned prior keeps samples on-class.
@@ -35,6 +41,9 @@ class VAEModule(TextConditionedModule):
         active_threshold: a latent dimension is "active" when its batch-mean KL exceeds this (nats).
         sampling: ``generate`` defaults: ``temperature`` T (z = mu(c) + T sigma(c) eps; 0 = the
             prior mean, deterministic).
+
+    KL terms (free bits, ``active_dims``) are per latent element: per dimension of the vector, per
+    (channel, position) of the spatial map.
     """
 
     family = "vae"
@@ -54,7 +63,19 @@ class VAEModule(TextConditionedModule):
         scale_channels = (self.channels if scale == "channel" else 1) if learned else 0
         self.vae = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size,
                        z_dim=self.z_dim, scale_channels=scale_channels, conditional_prior=prior == "conditional")
+        if self.spatial:  # the autoencoder ignores captions: keep the unused null embedding out of
+            self.null_embedding.requires_grad_(False)  # the optimiser (and DDP's unused-parameter check)
         self.init_ema(self.vae)
+
+    @property
+    def spatial(self) -> bool:
+        """Whether this is the spatial-latent autoencoder (``model.net.latent=spatial``)."""
+        return getattr(self.vae, "latent", "vector") == "spatial"
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent: ``(z_dim,)`` or ``(latent_channels, h, w)``."""
+        return tuple(self.vae.latent_shape)
 
     # -- objective --------------------------------------------------------------------------------
     def current_beta(self) -> float:
@@ -63,7 +84,7 @@ class VAEModule(TextConditionedModule):
         return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
 
     def elbo_terms(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch-mean reconstruction NLL, batch-mean KL per latent dimension (z_dim,))."""
+        """(batch-mean reconstruction NLL, batch-mean KL per latent element (*latent_shape))."""
         mu, logvar = self.vae.encode(x, cond)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         out = self.vae.decode(z, cond)
@@ -101,7 +122,8 @@ class VAEModule(TextConditionedModule):
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,
                   temperature: float = 1.0) -> torch.Tensor:
         mu, logvar = net.prior(cond)
-        z = mu + self.randn((cond.shape[0], self.z_dim), generator) * torch.exp(0.5 * logvar) * float(temperature)
+        eps = self.randn((cond.shape[0], *net.latent_shape), generator)
+        z = mu + eps * torch.exp(0.5 * logvar) * float(temperature)
         return decoded_mean(self.recon, net.decode(z, cond))
 
     @torch.no_grad()
@@ -113,3 +135,21 @@ class VAEModule(TextConditionedModule):
             mu, _ = net.encode(x.to(self.device, torch.float32), c)
             out = decoded_mean(self.recon, net.decode(mu, c))
         return to_unit_range(out)
+
+    # -- latent diffusion interface (spatial autoencoder) ----------------------------------------
+    def _spatial_net(self, net: nn.Module | None) -> nn.Module:
+        if not self.spatial:
+            raise ValueError("encode_latents / decode_latents need the spatial autoencoder (model.net.latent=spatial, "
+                             "e.g. model=autoencoder); this VAE has a vector latent")
+        return self.sampling_net if net is None else net
+
+    @torch.no_grad()
+    def encode_latents(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Posterior means (N, *latent_shape) of images ``x`` (N,C,H,W) in [-1,1], with ``net`` (default:
+        the sampling (EMA) net; put it in eval mode yourself). Computed on ``x``'s device."""
+        return self._spatial_net(net).encode(x, None)[0]
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Images (N,C,H,W) in [-1,1] space (not clamped) decoded from latents ``z`` (N, *latent_shape)."""
+        return decoded_mean(self.recon, self._spatial_net(net).decode(z, None))

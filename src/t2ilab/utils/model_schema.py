@@ -6,13 +6,14 @@ the list the module implements."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
 from t2ilab.encoders.tokens import COND_TYPES
 from t2ilab.models.diffusion import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES
 from t2ilab.models.losses import ADV_LOSSES, GP_KINDS, RECON_KINDS
 from t2ilab.models.optim import LR_DECAYS
 from t2ilab.models.vae import PRIORS, SCALES
+from t2ilab.nets.vae_nets import LATENTS
 from t2ilab.utils.schema import _ex, choices
 
 
@@ -132,6 +133,9 @@ class VAENetSchema:
     max_channels: int = _ex(256)
     emb_dim: int = _ex(128)
     num_res_blocks: int = _ex(1)
+    latent: choices("Latent", LATENTS) = _ex("spatial")  # type: ignore[valid-type]
+    latent_channels: int = _ex(4)
+    downsample: int = _ex(4)
 
 
 @dataclasses.dataclass
@@ -155,8 +159,15 @@ class VAESchema(CommonModelSchema):
     sampling: VAESamplingSchema = _ex(None)
 
 
+@dataclasses.dataclass
+class LatentDiffusionSchema(DiffusionSchema):
+    autoencoder_ckpt: str = _ex("<autoencoder run_dir>/checkpoints/last.ckpt")
+    scale_factor: Union[float, choices("ScaleFactor", ("auto",))] = _ex("auto")  # type: ignore[valid-type]
+
+
 BY_TARGET: dict[str, type] = {
     "t2ilab.models.diffusion.DiffusionModule": DiffusionSchema,
     "t2ilab.models.gan.GANModule": GANSchema,
     "t2ilab.models.vae.VAEModule": VAESchema,
+    "t2ilab.models.latent_diffusion.LatentDiffusionModule": LatentDiffusionSchema,
 }
