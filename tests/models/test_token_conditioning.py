@@ -122,3 +122,29 @@ def test_unsupported_setups_name_the_option(make_model, tiny_encoder):
 
     with pytest.raises(ValueError, match="provides only a pooled vector"):
         TokenConditioning(PooledOnly(), max_tokens=8)
+
+
+def test_checkpoint_compatibility_names_encoder_and_cond_type_changes():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from t2ilab.models.checkpoint import check_compatible
+
+    def composed(*over):
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return compose("train", overrides=["paths.cache_dir=/nonexistent", "paths.run_dir=/nonexistent", *over])
+
+    meta = {"config": OmegaConf.to_container(composed(), resolve=True)}
+    for over, key in ((["encoder=minilm"], "encoder._target_"), (["model.cond_type=tokens"], "model.cond_type"),
+                      (["prompt_expansion=templates"], "prompt_expansion"),
+                      (["data.condition_source=image_embedding"], "data.condition_source")):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            check_compatible("x.ckpt", meta, composed(*over))
+    # a checkpoint from before these options existed resumes into today's defaults
+    old = meta["config"]
+    for k in ("cond_type", "max_tokens", "cond_noise"):
+        old["model"].pop(k)
+    old["model"]["net"].pop("cross_attention_resolutions")
+    old["data"].pop("condition_source")
+    old.pop("prompt_expansion")
+    check_compatible("x.ckpt", {"config": old}, composed())

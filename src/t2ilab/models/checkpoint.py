@@ -49,8 +49,24 @@ def load_model(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tuple
 
 
 # keys whose change makes a checkpoint's weights meaningless for the composed config
-STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.schedule", "data.image_size",
-                  "data.channels", "encoder.model_name", "encoder.pretrained", "encoder.model_cfg")
+STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.schedule", "model.cond_type",
+                  "model.max_tokens", "data.image_size", "data.channels", "data.condition_source",
+                  "encoder._target_", "encoder.model_name", "encoder.pretrained", "encoder.model_cfg",
+                  "encoder.model_name_or_path", "encoder.pooling", "prompt_expansion")
+# what a checkpoint written before an option existed was trained with (new options default to the old behaviour)
+OLD_DEFAULTS = {"model.cond_type": "pooled", "data.condition_source": "text", "prompt_expansion": {"kind": "none"}}
+
+
+def _same(key: str, old: Any, new: Any, old_cfg: dict) -> bool:
+    """Equal for the purpose of ``key``; options added after the checkpoint was written (absent in
+    it, e.g. a new ``model.net`` key) are ignored, and ``model.max_tokens`` matters for tokens only."""
+    if key == "model.max_tokens" and get_dotted(old_cfg, "model.cond_type") != "tokens":
+        return True
+    if old is None and key in OLD_DEFAULTS:
+        old = OLD_DEFAULTS[key]
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(_same(key, old[k], new.get(k), old_cfg) for k in old)
+    return old == new
 
 
 def check_overrides(ckpt_path: str | os.PathLike, train_cfg: DictConfig, entry: str, **groups: Any) -> None:
@@ -71,7 +87,7 @@ def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig, 
     old = meta.get("config") or {}
     new = OmegaConf.to_container(cfg, resolve=True)
     diffs = [(k, get_dotted(old, k), get_dotted(new, k)) for k in STRUCTURE_KEYS
-             if get_dotted(old, k) != get_dotted(new, k)]
+             if not _same(k, get_dotted(old, k), get_dotted(new, k), old)]
     if not diffs:
         return
     lines = "\n".join(f"  {k}: checkpoint {a!r} != now {b!r}" for k, a, b in diffs)
