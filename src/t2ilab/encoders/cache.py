@@ -56,6 +56,11 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     return _FILE_HASHES[key]
 
 
+def payload_fingerprint(payload: dict) -> str:
+    """Short stable hex id of a JSON-able description (an encoder's weights + preprocessing)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class EmbeddingCache:
     """Maps caption -> 1-D float32 CPU embedding for ONE encoder fingerprint.
 

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import os
 import time
@@ -16,7 +14,7 @@ import torch.nn.functional as F
 import transformers
 from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 
-from t2ilab.encoders.cache import EmbeddingCache, file_sha256
+from t2ilab.encoders.cache import EmbeddingCache, file_sha256, payload_fingerprint
 from t2ilab.encoders.errors import WeightsUnavailableError
 from t2ilab.encoders.hub import _hf_offline
 
@@ -145,8 +143,7 @@ class HFTextEncoder:
                 weights = {"repo": self.source, "commit": self._commit or f"unresolved:{self.revision or 'main'}"}
             payload = {"format": FORMAT_VERSION, "transformers": _TRANSFORMERS_MINOR, "weights": weights,
                        "pooling": self.pooling, "normalize": self.normalize, "max_length": self.max_length}
-            blob = json.dumps(payload, sort_keys=True, default=str).encode()
-            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
+            self._fingerprint = payload_fingerprint(payload)
         return self._fingerprint
 
     @property

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import time
@@ -17,7 +15,7 @@ from open_clip.model import CLIP, CustomTextCLIP, set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
 from t2ilab.encoders.base import warn_if_truncated
-from t2ilab.encoders.cache import EmbeddingCache, file_sha256
+from t2ilab.encoders.cache import EmbeddingCache, file_sha256, payload_fingerprint
 from t2ilab.encoders.errors import WeightsUnavailableError
 from t2ilab.encoders.hub import _download_pretrained, _hf_offline  # noqa: F401  (re-exported)
 
@@ -131,8 +129,7 @@ class OpenCLIPEncoder:
                 weights = {"tag": self.pretrained, "hub": open_clip.get_pretrained_cfg(self.model_name, self.pretrained)}
             payload = {"format": FORMAT_VERSION, "open_clip": _OPEN_CLIP_MINOR, "model": self.model_name,
                        "arch": self._arch, "weights": weights, "tokenizer": self._tokenizer_identity()}
-            blob = json.dumps(payload, sort_keys=True, default=str).encode()
-            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
+            self._fingerprint = payload_fingerprint(payload)
         return self._fingerprint
 
     @property
