@@ -6,6 +6,7 @@ chain autoencoder -> latent diffusion -> samples through the real entry points."
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -156,6 +157,7 @@ def _run(module: str, *args: str, cwd: Path, check: bool = True) -> subprocess.C
     return proc
 
 
+@pytest.mark.slow  # ~20 s of subprocesses on 2 cores; the in-process tests above run by default
 def test_autoencoder_then_latent_diffusion_then_sample_through_the_entry_points(tmp_path):
     cache = f"paths.cache_dir={tmp_path / 'cache'}"
     ae_dir, ldm_dir, out_dir = tmp_path / "ae", tmp_path / "ldm", tmp_path / "samples"
@@ -177,3 +179,13 @@ def test_autoencoder_then_latent_diffusion_then_sample_through_the_entry_points(
     for r in rows:
         with Image.open(out_dir / r["file"]) as im:
             assert im.size == (32, 32) and im.mode == "RGB"
+    from t2ilab.evaluation.inception import make_random_weights  # eval: the same metrics as every family
+
+    weights = make_random_weights(tmp_path / "inception-random.pth")
+    _run("eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}", cache, "logger=none",
+         "metrics.num_samples=16", "metrics.batch_size=8", "metrics.kid_subset_size=8", "metrics.isc_splits=2",
+         f"metrics.inception_weights={weights}", "metrics.clip.random_init=true", "metrics.classifier.max_train=64",
+         cwd=tmp_path)
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert result["meta"]["checkpoint"]["family"] == "latent_diffusion"
+    assert all(math.isfinite(result[k]) for k in ("fid", "clip_score", "prompt_accuracy"))
