@@ -148,3 +148,4 @@ def test_checkpoint_compatibility_names_encoder_and_cond_type_changes():
     old["data"].pop("condition_source")
     old.pop("prompt_expansion")
     check_compatible("x.ckpt", {"config": old}, composed())
+    check_compatible("x.ckpt", {"config": old}, OmegaConf.create(old))  # sample/eval: an old run's own config

@@ -62,8 +62,9 @@ def _same(key: str, old: Any, new: Any, old_cfg: dict) -> bool:
     it, e.g. a new ``model.net`` key) are ignored, and ``model.max_tokens`` matters for tokens only."""
     if key == "model.max_tokens" and get_dotted(old_cfg, "model.cond_type") != "tokens":
         return True
-    if old is None and key in OLD_DEFAULTS:
-        old = OLD_DEFAULTS[key]
+    if key in OLD_DEFAULTS:  # either side may predate the option (sample/eval merge an old run's config)
+        old = OLD_DEFAULTS[key] if old is None else old
+        new = OLD_DEFAULTS[key] if new is None else new
     if isinstance(old, dict) and isinstance(new, dict):
         return all(_same(key, old[k], new.get(k), old_cfg) for k in old)
     return old == new
