@@ -1,20 +1,23 @@
-"""Text-conditioned diffusion (DDPM training, DDIM sampling with classifier-free guidance).
+"""Text-conditioned diffusion (DDPM training; DDIM / DPM-Solver++ / Euler / DDPM sampling with
+classifier-free guidance; SDEdit; an x0-guidance hook).
 
 Noise schedules and samplers come from diffusers (a well-kept library): ``DDPMScheduler`` for
-training-time noising and v-targets, ``DDIMScheduler`` (trailing timestep spacing, which reaches
-the final noise level even with few steps) for ``generate``.
+training-time noising and v-targets; ``generate`` and ``edit`` run the scheduler named by
+``sampling.sampler`` (models/samplers.py: the table, trailing timestep spacing, the shared loop).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDPMScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
-from t2ilab.models.base import Generator, TextConditionedModule
-from t2ilab.models.generation import step_done
+from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
+from t2ilab.models.samplers import X0Guidance, build_scheduler, denoise, get_sampler, initial_noise, truncate
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -32,21 +35,26 @@ class DiffusionModule(TextConditionedModule):
             min(SNR, gamma) / SNR in epsilon terms, which down-weights the low-noise steps that
             polish texture and converges faster on layout and shape).
         min_snr_gamma: the gamma of ``min_snr`` (5 in the paper).
-        sampling: defaults of ``generate``: ``num_steps`` (DDIM steps), ``guidance_scale``
-            (1 = no guidance; w in eps_u + w (eps_c - eps_u)), ``eta`` (0 = deterministic DDIM),
+        sampling: defaults of ``generate`` / ``edit``: ``sampler`` (``ddim`` | ``dpm_solver++`` |
+            ``euler`` | ``ddpm``, models/samplers.py), ``num_steps`` (sampler steps), ``guidance_scale``
+            (1 = no guidance; w in eps_u + w (eps_c - eps_u)), ``eta`` (0 = deterministic DDIM; > 0
+            picks the stochastic variant of dpm_solver++ / euler; ddpm is always stochastic),
             ``clip_x0`` (clamp the predicted x0 to [-1, 1] at every step and recompute the noise
-            prediction from it, so the DDIM update stays consistent; see ``sampler``).
+            prediction from it, so the update stays consistent; see ``sampler``).
     """
 
     family = "diffusion"
     token_conditioning = True  # the UNet reads token states through cross-attention
-    sampling_keys = ("num_steps", "guidance_scale", "eta", "clip_x0")
+    sampling_keys = ("sampler", "num_steps", "guidance_scale", "eta", "clip_x0")
+    _x0_guidance: X0Guidance | None = None  # set by ``guided_by`` for its block
 
     def __init__(self, net: Callable[..., nn.Module], schedule: str = "cosine", prediction: str = "epsilon",
                  num_train_timesteps: int = 1000, loss_weighting: str = "none", min_snr_gamma: float = 5.0,
                  **kwargs: Any):
-        kwargs["sampling"] = {"num_steps": 50, "guidance_scale": 2.0, "eta": 0.0, "clip_x0": False, **(kwargs.get("sampling") or {})}
+        kwargs["sampling"] = {"sampler": "ddim", "num_steps": 50, "guidance_scale": 2.0, "eta": 0.0, "clip_x0": False,
+                              **(kwargs.get("sampling") or {})}
         super().__init__(**kwargs)
+        get_sampler(self.sampling_defaults["sampler"])  # an unknown sampler fails at construction
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"model.loss_weighting={loss_weighting!r}: expected one of {LOSS_WEIGHTINGS}")
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, float(min_snr_gamma)
@@ -89,8 +97,9 @@ class DiffusionModule(TextConditionedModule):
                  batch_size=batch["image"].shape[0])
 
     # -- sampling -----------------------------------------------------------------------------
-    def sampler(self, num_steps: int, clip_x0: bool = False) -> DDIMScheduler:
-        """DDIM over the training schedule (same betas, same ``prediction_type``), trailing spacing.
+    def sampler(self, num_steps: int, clip_x0: bool = False, *, eta: float = 0.0, name: str = "ddim") -> SchedulerMixin:
+        """Sampler ``name`` (models/samplers.py) over the training schedule (same betas, same
+        ``prediction_type``), trailing spacing, timesteps set for ``num_steps``.
 
         Never clip x0 alone: diffusers' ``clip_sample`` clamps the predicted x0 but (unless the step
         gets ``use_clipped_model_output=True``) keeps the unclipped noise prediction, so x_{t-1} is
@@ -98,30 +107,85 @@ class DiffusionModule(TextConditionedModule):
         [-1, 1] at high noise, the clamp removes exactly the guided part and the kept eps drags the
         sample off the data. Measured on Fashion-MNIST (docs/families.md): prompt accuracy at
         guidance 3 was 52 % that way, 92 % without clipping, 91 % with consistent clipping
-        (``clip_x0``, which ``_generate`` pairs with ``use_clipped_model_output``).
+        (``clip_x0``: DDIM with ``use_clipped_model_output``, the other samplers clamp x0 and
+        re-derive the model output in the loop, models/samplers.py).
         """
-        s = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing",
-                                      clip_sample=bool(clip_x0), thresholding=False, set_alpha_to_one=False)
-        if s.config.prediction_type != self.noise_scheduler.config.prediction_type:  # pragma: no cover
-            raise RuntimeError("sampling and training schedulers disagree on prediction_type")
-        s.set_timesteps(int(num_steps), device=self.device)
-        return s
+        return build_scheduler(name, self.noise_scheduler.config, num_steps, eta=eta, clip_x0=clip_x0,
+                               device=self.device)
 
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, num_steps: int = 50,
-                  guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False) -> torch.Tensor:
+                  guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False,
+                  sampler: str = "ddim") -> torch.Tensor:
         n = cond.shape[0]
         x = self.randn((n, *self.sample_shape), generator)
-        sched = self.sampler(num_steps, clip_x0)
-        guided = guidance_scale != 1.0
-        both = torch.cat([cond, self.null_cond(n)]) if guided else cond
-        for t in sched.timesteps:
-            x_in = torch.cat([x, x]) if guided else x
-            out = net(x_in, t.expand(x_in.shape[0]).to(self.device), both).float()
-            if guided:
-                c, u = out.chunk(2)
-                out = u + guidance_scale * (c - u)
-            noise = self.randn(x.shape, generator) if eta > 0 else None
-            x = sched.step(out, t, x, eta=eta, variance_noise=noise,
-                           use_clipped_model_output=bool(clip_x0)).prev_sample
-            step_done()
-        return x
+        sched = self.sampler(num_steps, clip_x0, eta=eta, name=sampler)
+        return denoise(self, net, sched, initial_noise(sched, x), sched.timesteps, cond, self.null_cond(n), generator,
+                       sampler=sampler, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0)
+
+    # -- SDEdit and x0 guidance -----------------------------------------------------------------
+    @torch.no_grad()
+    def edit(self, images: torch.Tensor, cond: torch.Tensor, *, strength: float, generator: Generator = None,
+             source_cond: torch.Tensor | None = None, **sampling: Any) -> torch.Tensor:
+        """SDEdit (Meng et al. 2022): images (N,C,H,W) in [0,1] re-generated towards captions ``cond``.
+
+        The input (in sample space: latents for latent diffusion) is noised to the timestep of the
+        last ``ceil(strength * num_steps)`` sampler steps (diffusers' img2img ``get_timesteps``) and
+        denoised from there with ``cond`` and classifier-free guidance, EMA weights, eval mode.
+        ``strength`` in (0, 1]: small keeps the input, 1 ignores it (pure noise: exactly ``generate``
+        with the same generators). ``source_cond`` (the source caption's embeddings) replaces the
+        null condition as the unconditional branch of guidance ("guidance toward the difference":
+        out_src + w (out_new - out_src)); it has no effect at ``guidance_scale`` 1. Noise is drawn
+        per sample from ``generator`` as in ``generate``; ``sampling`` overrides the defaults.
+        Returns (N,C,H,W) in [0,1].
+        """
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength={strength!r} must be a number in (0, 1] (1 = ignore the input)")
+        bad = set(sampling) - set(self.sampling_keys)
+        if bad:
+            raise TypeError(f"{self.family}.edit got unknown options {sorted(bad)}; valid: {list(self.sampling_keys)}")
+        n = cond.shape[0]
+        if images.ndim != 4 or images.shape[0] != n or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must be ({n}, {', '.join(map(str, self.image_shape))}) in [0, 1] (one per "
+                             f"caption), got {tuple(images.shape)}")
+        opts = {**self.sampling_defaults, **sampling}
+        with self.sampling_mode() as net:
+            c = self.prepare_cond(cond)
+            u = self.null_cond(n) if source_cond is None else self.prepare_cond(source_cond)
+            if u.shape != c.shape:
+                raise ValueError(f"source_cond must match cond's shape {tuple(c.shape)}, got {tuple(u.shape)}")
+            noise = self.randn((n, *self.sample_shape), generator)  # first draw, as in generate
+            sched = self.sampler(opts["num_steps"], opts["clip_x0"], eta=opts["eta"], name=opts["sampler"])
+            timesteps = truncate(sched, float(strength))
+            if len(timesteps) == len(sched.timesteps):  # strength 1 (or ceil = all steps): pure noise
+                x = initial_noise(sched, noise)
+            else:
+                x0 = self._to_sample_space(images.to(self.device, torch.float32) * 2.0 - 1.0)
+                x = sched.add_noise(x0, noise, timesteps[:1].expand(n))
+            x = denoise(self, net, sched, x, timesteps, c, u, generator, sampler=opts["sampler"],
+                        guidance_scale=opts["guidance_scale"], eta=opts["eta"], clip_x0=opts["clip_x0"])
+        return to_unit_range(self.x0_to_images(x))
+
+    def _to_sample_space(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1,1] -> what the denoiser runs on (identity; latent diffusion encodes)."""
+        return images
+
+    def x0_to_images(self, x0: torch.Tensor) -> torch.Tensor:
+        """Sample space -> images in [-1,1] (unclamped), differentiable (identity; latent diffusion
+        decodes): what an x0-guidance function applies to the x0 it is given."""
+        return x0
+
+    @contextmanager
+    def guided_by(self, fn: X0Guidance) -> Iterator[DiffusionModule]:
+        """x0 guidance for the ``with`` block: at every step of ``generate`` and ``edit``, after
+        classifier-free guidance, ``grad = fn(x0, t)`` is called with the predicted x0 (detached, in
+        sample space; ``self.x0_to_images`` maps it to pixels differentiably) and the training timestep
+        ``t`` (int), and the model output is shifted so that the predicted x0 becomes x0 + grad (the
+        math: ``samplers.shift_prediction``). ``fn`` returns a tensor like x0, already scaled, or
+        None; sampling runs under ``torch.no_grad``, so ``fn`` enables grad itself. Nests; restored
+        on exit."""
+        prev = self._x0_guidance
+        object.__setattr__(self, "_x0_guidance", fn)  # never registered as a submodule, even if fn is one
+        try:
+            yield self
+        finally:
+            object.__setattr__(self, "_x0_guidance", prev)

@@ -3,7 +3,7 @@ run on the latent maps of a trained, frozen spatial autoencoder (``model=autoenc
 ``model.net.latent=spatial``, e.g. 4x8x8 latents for 32 px images).
 
 Training encodes each batch to posterior means (no gradient) times ``scale_factor`` and applies the
-ordinary diffusion loss; ``generate`` samples latents with the parent's DDIM sampler and decodes
+ordinary diffusion loss; ``generate`` samples latents with the parent's sampler and decodes
 them, so the ``generate`` contract (pixels in [0,1], ``image_shape``), evaluation and the sampling
 CLI are those of every family. The autoencoder's sampling (EMA) weights are a frozen submodule
 (``autoencoder.*`` in the state dict) and its config is written into the checkpoint's run config
@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from t2ilab.models.diffusion import DiffusionModule
+from t2ilab.models.losses import decoded_mean
 from t2ilab.models.vae import VAEModule
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,13 @@ class LatentDiffusionModule(DiffusionModule):
 
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Any, **sampling: Any) -> torch.Tensor:
         return self.decode_latents(super()._generate(net, cond, generator, **sampling))
+
+    def _to_sample_space(self, images: torch.Tensor) -> torch.Tensor:  # SDEdit (DiffusionModule.edit)
+        return self.encode_images(images)
+
+    def x0_to_images(self, x0: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [-1,1] (unclamped), differentiable (x0 guidance)."""
+        return decoded_mean(self._ae.recon, self.autoencoder.decode(x0.float() / self.scale_factor, None))
 
     def configure_optimizers(self) -> Any:
         return self.make_optimizer([p for n, p in self.named_parameters()
