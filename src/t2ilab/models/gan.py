@@ -257,6 +257,16 @@ class GANModule(TextConditionedModule):
                   truncation: float | None = None) -> torch.Tensor:
         return net(self.sample_z(cond.shape[0], generator, truncation), cond)
 
+    def edit(self, images01: torch.Tensor, cond: torch.Tensor, *, strength: float, generator: Generator = None,
+             source_cond: torch.Tensor | None = None, **sampling: Any) -> torch.Tensor:
+        """Text-guided edit of images in [0,1]: z fitted to each image under the source caption
+        (``inversion_steps``, ``inversion_lr``), regenerated under ``lerp(source, cond, strength)``
+        (editing/families.py ``gan_edit``); (N,C,H,W) in [0,1]."""
+        from t2ilab.editing.families import gan_edit
+
+        return gan_edit(self, images01, cond, strength=strength, generator=generator, source_cond=source_cond,
+                        **sampling)[0]
+
 
 @contextlib.contextmanager
 def _uncounted(opt: Any) -> Iterator[None]:

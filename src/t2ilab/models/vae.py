@@ -136,6 +136,15 @@ class VAEModule(TextConditionedModule):
             out = decoded_mean(self.recon, net.decode(mu, c))
         return to_unit_range(out)
 
+    def edit(self, images01: torch.Tensor, cond: torch.Tensor, *, strength: float, generator: Generator = None,
+             source_cond: torch.Tensor | None = None, **sampling: Any) -> torch.Tensor:
+        """Text-guided edit of images in [0,1]: posterior latent of the source caption replayed under
+        ``lerp(source, cond, strength)`` (editing/families.py ``vae_edit``); (N,C,H,W) in [0,1]."""
+        from t2ilab.editing.families import vae_edit
+
+        return vae_edit(self, images01, cond, strength=strength, generator=generator, source_cond=source_cond,
+                        **sampling)[0]
+
     # -- latent diffusion interface (spatial autoencoder) ----------------------------------------
     def _spatial_net(self, net: nn.Module | None) -> nn.Module:
         if not self.spatial:
