@@ -237,5 +237,6 @@ def test_a_failing_compose_leaves_no_run_dir(tmp_path):
 def test_help_is_a_short_page_with_groups_and_examples():
     out = run("train", "--help", timeout=120).stdout
     assert "Examples:" in out and "python -m t2ilab.train experiment=quickstart" in out
-    assert "model: diffusion, gan, vae" in out and "README.md" in out
+    assert "model: autoencoder, diffusion, gan, latent_diffusion, vae" in out and "README.md" in out
+    assert "prompt_expansion: lm, none, templates" in out
     assert len(out.splitlines()) < 40  # not Hydra's full config dump
