@@ -159,3 +159,14 @@ def test_eval_entry_config_merges_checkpoint_data_with_this_machines_paths(tmp_p
     assert (data.num_val, data.seed, data.data_dir) == (7, 3, str(tmp_path / "data"))
     assert encoder.cache_dir == str(tmp_path) and encoder.name == "clip_tiny"
     assert MetricsSettings.from_config(cfg.metrics).num_samples == 1000 and cfg.optimized_metric == "fid"
+
+
+def test_postprocessed_evaluation_is_stated_and_differs(run_eval, noise_model, shapes_dm, tmp_path, metrics_cfg):
+    """metrics.postprocess evaluates post-processed images and says so; the default evaluates raw ones."""
+    off = dict(prompt_accuracy=False, clip_score=False, kid=False, isc=False, prc=False, num_samples=32)
+    _, raw = run_eval(noise_model(64), **off)
+    _, sharp = run_eval(noise_model(64), **off, postprocess=[{"kind": "sharpen", "amount": 1.0}])
+    assert raw["meta"]["postprocess"] == [] and sharp["meta"]["postprocess"][0]["kind"] == "sharpen"
+    assert sharp["fid"] != pytest.approx(raw["fid"])
+    with pytest.raises(ValueError, match="metrics.postprocess: upscale"):
+        Evaluator(metrics_cfg(postprocess=[{"kind": "upscale"}]), shapes_dm, str(tmp_path))

@@ -88,6 +88,12 @@ class Evaluator:
         self._ready: set[str] = set() if feature_extractor is None else {"inception"}
         self.thumbnails: dict[str, Any] = {}
         self.sampling_used: dict[str, Any] = dict(self.s.sampling)
+        from t2ilab.postprocess import build_chain  # metrics.postprocess: stated in meta, never silent
+
+        self.postprocess = build_chain(self.s.postprocess)
+        if any(step["kind"] == "upscale" for step in self.postprocess.steps):
+            raise ValueError("metrics.postprocess: upscale changes the resolution the real reference statistics and "
+                             "the reference classifier use; evaluate sharpen/denoise only (upscale exports instead)")
 
     # ------------------------------------------------------------------ setup
     @property
@@ -207,7 +213,7 @@ class Evaluator:
                 idx, x = nxt[0], nxt[1]
                 sl = slice(pos, pos + len(idx))
                 rec["nonfinite"][sl] = (~torch.isfinite(x)).flatten(1).float().mean(1).cpu()
-                u8 = to_uint8(x)
+                u8 = to_uint8(self.postprocess(x))
             idx = np.asarray(idx)
             self._check_shape(u8)
             rec["index"][sl] = torch.as_tensor(idx)

@@ -90,6 +90,7 @@ def meta(ev: Any, stage_seconds: torch.Tensor) -> dict[str, Any]:
         "sampling": dict(ev.sampling_used), "device": str(ev.device), "stage_seconds": seconds,
         "images_per_second": n / max(busy, 1e-9),
         "generate_images_per_second": n / max(seconds["generate"], 1e-9), "warnings": [],
+        "postprocess": ev.postprocess.describe() if getattr(ev, "postprocess", None) else [],
     }
     if ev.reference is not None:
         out.update(num_reference=ev.reference.description["num_reference"], reference_key=ev.reference.key,

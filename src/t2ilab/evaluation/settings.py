@@ -51,6 +51,7 @@ class MetricsSettings:
     table_size: int
     clip: dict[str, Any]
     classifier: dict[str, Any]
+    postprocess: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | "MetricsSettings" | None = None,
