@@ -90,9 +90,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     """Edit the inputs of a composed edit config (conf/edit.yaml); returns the metrics.json content."""
     from t2ilab.editing import families, inputs, writer
     from t2ilab.editing.metrics import EditScorer
-    from t2ilab.eval import checkpoint_info, eval_data_configs
-    from t2ilab.models.checkpoint import check_overrides, load_model
-    from t2ilab.models.generation import image_seed, sampling_used
+    from t2ilab.eval import checkpoint_info, load_checkpoint_run
+    from t2ilab.models.generation import image_seed, model_device, sampling_used
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.schema import validate
@@ -102,13 +101,9 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     opts = check_options(cfg)
     out_dir = writer.prepare_out_dir(cfg.out_dir, cfg.overwrite, cfg.inputs)  # before any work
     items, unreadable = inputs.collect_inputs(cfg.inputs, opts["source_prompt"], cfg.skip_unreadable)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
+    model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "edit")
     families.require_edit(model)
-    model.to(device)
-    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
-    if cfg.data or cfg.encoder:  # as sample.py: only overrides can make the config differ from the checkpoint's
-        check_overrides(cfg.ckpt_path, train_cfg, "edit", data=data_cfg, encoder=enc_cfg)
+    device = model_device(model)
     encoder = build_encoder(enc_cfg, train_cfg)  # prompts conditioned exactly as in training
     scorer = EditScorer(cfg.metrics, cfg.paths.cache_dir, device, lambda: build_datamodule(data_cfg, encoder))
     scorer.prepare(opts["prompt"], cfg.target_label)  # missing metric weights fail here, before editing

@@ -55,11 +55,24 @@ def eval_data_configs(cfg: DictConfig, train_cfg: DictConfig) -> tuple[DictConfi
     return OmegaConf.merge(data, cfg.data or {}), encoder
 
 
+def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, DictConfig, DictConfig]:
+    """(model on ``cfg.device``, its training config, data config, encoder config) for an entry point
+    that works on a checkpoint (eval, edit, roundtrip); data/encoder overrides that change what the
+    checkpoint was trained on are refused before any work."""
+    from t2ilab.models.checkpoint import check_overrides, load_model
+
+    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
+    model.to(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
+    check_overrides(cfg.ckpt_path, train_cfg, entry, data=data_cfg, encoder=enc_cfg)
+    return model, train_cfg, data_cfg, enc_cfg
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one checkpoint as described by a composed eval config (see conf/eval.yaml)."""
+    from t2ilab.models.generation import model_device
     from t2ilab.evaluation.engine import Evaluator
     from t2ilab.evaluation.reporting import report, write_metrics_json
-    from t2ilab.models.checkpoint import check_overrides, load_model
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.utils.builders import instantiate_group
@@ -71,11 +84,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     os.environ.setdefault("WANDB_MODE", "offline")
     validate(cfg)
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
-    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model.to(device)
-    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
-    check_overrides(cfg.ckpt_path, train_cfg, "eval", data=data_cfg, encoder=enc_cfg)
+    model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "eval")
+    device = model_device(model)
     datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg, train_cfg))
 
     show_and_save_config(cfg, out_dir)

@@ -15,7 +15,6 @@ import os
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.config import CONF_DIR
@@ -26,12 +25,12 @@ PREFIX = "roundtrip/"
 
 def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     """Run one round trip as described by a composed config (conf/roundtrip.yaml); returns metrics."""
-    from t2ilab.eval import checkpoint_info, eval_data_configs
+    from t2ilab.eval import checkpoint_info, load_checkpoint_run
     from t2ilab.evaluation import roundtrip as rt
     from t2ilab.evaluation.caption_bank import build_bank
     from t2ilab.evaluation.clip import ClipScorer
-    from t2ilab.evaluation.reporting import _wandb_runs, scalar_metrics, write_metrics_json
-    from t2ilab.models.checkpoint import check_overrides, load_model
+    from t2ilab.models.generation import model_device
+    from t2ilab.evaluation.reporting import log_summary, scalar_metrics, write_metrics_json
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
@@ -44,11 +43,8 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     if cfg.num_inputs is not None and int(cfg.num_inputs) < 1:
         raise ValueError(f"num_inputs={cfg.num_inputs} must be >= 1 (or null = every image of a folder/split)")
     out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
-    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model.to(device)
-    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
-    check_overrides(cfg.ckpt_path, train_cfg, "roundtrip", data=data_cfg, encoder=enc_cfg)
+    model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "roundtrip")
+    device = model_device(model)
     encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training
     dm = build_datamodule(data_cfg, encoder)
     captions = OmegaConf.to_container(cfg.captions) if OmegaConf.is_list(cfg.captions) else cfg.captions
@@ -82,12 +78,9 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
 
     loggers = instantiate_group(cfg.logger)
     try:
-        scalars = {PREFIX + k: v for k, v in scalar_metrics(metrics).items()}
         for lg in loggers:
             lg.log_hyperparams(config)
-            lg.log_metrics(scalars)
-        for wb in _wandb_runs(loggers):
-            wb.summary.update(scalars)
+        for wb in log_summary(metrics, loggers, PREFIX):
             if cfg.table_size:
                 wb.log({PREFIX + "table": rt.wandb_table(records, inputs, regen, names, int(cfg.table_size))})
         for lg in loggers:

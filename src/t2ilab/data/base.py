@@ -195,9 +195,6 @@ class CaptionedDataModule(L.LightningDataModule):
         self._build_embedding_table()
         return self._table, torch.tensor([self._row_of[c] for c in ds.captions()], dtype=torch.long)
 
-    def collate(self, split: str = "train") -> _Collate:
-        return _Collate(*self.cond_rows(split))
-
     def _loader(self, split: str, shuffle: bool, drop_last: bool | None = False) -> DataLoader:
         """``drop_last=None``: drop an incomplete last batch when this rank has more than one batch."""
         ds = self.dataset(split)

@@ -8,7 +8,6 @@ Images are decoded, converted, centre-cropped and resized lazily in ``load_image
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 
 from t2ilab.data.base import CaptionedDataModule, CaptionedImageDataset
+from t2ilab.utils.io import jsonl_rows
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,7 @@ def _read_captions_file(path: str | Path) -> list[Entry]:
     entries: list[Entry] = []
     if ext == ".jsonl":
         with open(path, encoding="utf-8-sig") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from e
+            for n, row, line in jsonl_rows(f, path):
                 if not isinstance(row, dict) or "file" not in row or "caption" not in row:
                     raise ValueError(f'{path}:{n}: expected an object with "file" and "caption" keys, '
                                      f"got {line.strip()[:80]!r}")

@@ -10,7 +10,6 @@ antialiased Lanczos resize), and every such change is noted per image (logged an
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -67,16 +66,9 @@ def list_inputs(inputs: str | os.PathLike) -> list[Path]:
 def read_captions(path: Path) -> dict[str, dict[str, Any]]:
     """``captions.jsonl`` rows ``{"file", "caption"?, "label"?}`` by file name; errors name file:line."""
     rows: dict[str, dict[str, Any]] = {}
-    from t2ilab.utils.io import read_text_file
+    from t2ilab.utils.io import jsonl_rows, read_text_file
 
-    text = read_text_file(path, f"inputs {CAPTIONS_FILE}")
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from e
+    for n, row, line in jsonl_rows(read_text_file(path, f"inputs {CAPTIONS_FILE}").splitlines(), path):
         if not isinstance(row, dict) or not isinstance(row.get("file"), str):
             raise ValueError(f'{path}:{n}: expected an object with a "file" string (and "caption", "label"), '
                              f"got {line.strip()[:80]!r}")

@@ -97,15 +97,9 @@ def write_metrics(out_dir: Path, result: dict[str, Any]) -> Path:
 def report(loggers: Sequence[Any], result: dict[str, Any], rows: Sequence[dict[str, Any]], src_u8: torch.Tensor,
            edit_u8: torch.Tensor, table_size: int = 64) -> None:
     """Summary metrics to every logger; W&B also gets the before/after table (first ``table_size`` rows)."""
-    from t2ilab.evaluation.reporting import _wandb_runs, scalar_metrics
+    from t2ilab.evaluation.reporting import log_summary
 
-    metrics = {PREFIX + k: v for k, v in scalar_metrics(result).items()}
-    for lg in loggers:
-        lg.log_metrics(metrics, step=None)
-    for run in _wandb_runs(loggers):
-        run.summary.update(metrics)
-        if result.get("skipped"):
-            run.summary.update({PREFIX + "skipped": dict(result["skipped"])})
+    for run in log_summary(result, loggers, PREFIX):
         run.log({PREFIX + "pairs": pair_table(rows[:table_size], src_u8, edit_u8)})
 
 

@@ -92,6 +92,21 @@ def sample_table(ev: Any) -> Any:
     return table
 
 
+def log_summary(result: dict[str, Any], loggers: Iterable[Any], prefix: str, step: int | None = None) -> list[Any]:
+    """The scalar metrics of ``result`` (``prefix``-ed) to every logger and to the W&B run summaries
+    (with the reasons of skipped metrics); returns those W&B runs for entry-specific tables."""
+    loggers = list(loggers)
+    metrics = {prefix + k: v for k, v in scalar_metrics(result).items()}
+    for lg in loggers:
+        lg.log_metrics(metrics, step=step)
+    runs = _wandb_runs(loggers)
+    for run in runs:
+        run.summary.update(metrics)
+        if result.get("skipped"):
+            run.summary.update({prefix + "skipped": dict(result["skipped"])})
+    return runs
+
+
 def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None = None,
            evaluator: Any = None) -> None:
     """Log metrics to every logger (history), to the W&B run summary, and a W&B table of samples.
@@ -102,14 +117,7 @@ def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None
         step: x-axis value (training step); None for standalone evaluation.
         evaluator: the Evaluator whose thumbnails go into the W&B sample table (None = no table).
     """
-    loggers = list(loggers)
-    metrics = {PREFIX + k: v for k, v in scalar_metrics(result).items()}
-    for lg in loggers:
-        lg.log_metrics(metrics, step=step)
-    for run in _wandb_runs(loggers):
-        run.summary.update(metrics)
-        if result.get("skipped"):
-            run.summary.update({PREFIX + "skipped": dict(result["skipped"])})
+    for run in log_summary(result, loggers, PREFIX, step):
         if evaluator is not None and evaluator.thumbnails:
             # same x-axis convention as Lightning's WandbLogger (no explicit wandb step)
             x_axis = {} if step is None else {"trainer/global_step": step}

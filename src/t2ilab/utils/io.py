@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 
 def ensure_writable_dir(path: str | os.PathLike, option: str) -> Path:
@@ -55,3 +56,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
                                    "and any earlier version of the file is intact") from e
         raise
     return path
+
+
+def jsonl_rows(lines: Iterable[str], path: str | os.PathLike) -> Iterator[tuple[int, Any, str]]:
+    """(1-based line number, parsed value, raw line) per non-blank JSON line; a line that is not JSON
+    is a ValueError naming ``path:line``."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line), line
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from e
