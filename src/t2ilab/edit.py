@@ -16,7 +16,6 @@ import os
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.config import CONF_DIR
@@ -63,6 +62,8 @@ def batches(items: list[Any], size: int) -> list[list[int]]:
 def run_edits(model: Any, encoder: Any, images_u8: torch.Tensor, items: list[Any], opts: dict[str, Any],
               seed: int, batch_size: int, **family_options: Any) -> tuple[torch.Tensor, dict[str, list]]:
     """uint8 edits (N,C,H,W) of all inputs and the per-image diagnostics of ``edit_batch``."""
+    import torch
+
     from t2ilab.editing.families import edit_batch
     from t2ilab.evaluation.images import to_uint8
     from t2ilab.models.generation import image_seed, model_device
@@ -148,12 +149,25 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="edit", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _job(cfg: DictConfig) -> None:
     from t2ilab.tracking.run_status import recorded
 
     with recorded(cfg.paths.run_dir):
         edit(cfg)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="edit", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from t2ilab.cli import run_job
+
+    return run_job(_job, cfg)
+
+
+def main() -> None:
+    """Console entry point: Hydra parses the command line; a user error is one message and exit 2."""
+    from t2ilab.cli import run
+
+    run(_hydra_main)
 
 
 if __name__ == "__main__":

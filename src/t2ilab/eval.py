@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.config import CONF_DIR
@@ -29,6 +28,8 @@ def checkpoint_info(ckpt_path: str | os.PathLike) -> dict[str, Any]:
     Args:
         ckpt_path: the t2ilab checkpoint.
     """
+    import torch
+
     path = Path(ckpt_path).expanduser()
     info: dict[str, Any] = {"path": str(path.resolve())}
     try:
@@ -59,6 +60,8 @@ def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, D
     """(model on ``cfg.device``, its training config, data config, encoder config) for an entry point
     that works on a checkpoint (eval, edit, roundtrip); data/encoder overrides that change what the
     checkpoint was trained on are refused before any work."""
+    import torch
+
     from t2ilab.models.checkpoint import check_overrides, load_model
 
     model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
@@ -70,6 +73,8 @@ def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, D
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one checkpoint as described by a composed eval config (see conf/eval.yaml)."""
+    import torch
+
     from t2ilab.models.generation import model_device
     from t2ilab.evaluation.engine import Evaluator
     from t2ilab.evaluation.reporting import report, write_metrics_json
@@ -114,14 +119,27 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def _job(cfg: DictConfig) -> float | None:
     from t2ilab.tracking.run_status import recorded
 
     with recorded(cfg.paths.run_dir):
         result = evaluate(cfg)
     value = result.get(cfg.optimized_metric) if cfg.optimized_metric else None
     return float(value) if isinstance(value, (int, float)) else None
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    from t2ilab.cli import run_job
+
+    return run_job(_job, cfg)
+
+
+def main() -> None:
+    """Console entry point: Hydra parses the command line; a user error is one message and exit 2."""
+    from t2ilab.cli import run
+
+    run(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -92,14 +92,27 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="roundtrip", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def _job(cfg: DictConfig) -> float | None:
     from t2ilab.tracking.run_status import recorded
 
     with recorded(cfg.paths.run_dir):
         metrics = roundtrip(cfg)
     value = metrics.get("image_clip_similarity")
     return float(value) if isinstance(value, (int, float)) else None
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="roundtrip", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    from t2ilab.cli import run_job
+
+    return run_job(_job, cfg)
+
+
+def main() -> None:
+    """Console entry point: Hydra parses the command line; a user error is one message and exit 2."""
+    from t2ilab.cli import run
+
+    run(_hydra_main)
 
 
 if __name__ == "__main__":

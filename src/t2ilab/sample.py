@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.config import CONF_DIR
@@ -71,6 +70,8 @@ def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_di
             grid, recorded as ``sampling.postprocess`` in prompts.jsonl; None/empty = none.
         **sampling: ``generate`` options over the model's defaults.
     """
+    import torch
+
     from t2ilab.evaluation.images import SampleWriter
     from t2ilab.models.generation import iter_generate, sampling_used, shard_indices
     from t2ilab.postprocess import Chain, build_chain
@@ -106,6 +107,8 @@ def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_di
 
 
 def sample(cfg: DictConfig) -> Path:
+    import torch
+
     from t2ilab.models.checkpoint import check_overrides, load_model
     from t2ilab.postprocess import build_chain
     from t2ilab.utils.builders import build_encoder
@@ -151,12 +154,25 @@ def clip_guided(model: Any, guidance: Any, prompts: Sequence[str], cond: torch.T
     return guided, guided.pack(cond, clip.encode_text(list(prompts)))
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="sample", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _job(cfg: DictConfig) -> None:
     from t2ilab.tracking.run_status import recorded
 
     with recorded(cfg.paths.run_dir):
         sample(cfg)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="sample", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from t2ilab.cli import run_job
+
+    return run_job(_job, cfg)
+
+
+def main() -> None:
+    """Console entry point: Hydra parses the command line; a user error is one message and exit 2."""
+    from t2ilab.cli import run
+
+    run(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from t2ilab.tracking import run_status
-from t2ilab.tracking.sample_grid import SampleGridCallback
 from t2ilab.utils.config import CONF_DIR, show_and_save_config
-from t2ilab.utils.schema import validate
+
+# torch / Lightning / the model code are imported inside the functions that use them: `--help` and a
+# config error must not wait for them (seconds on a 2-core machine)
 
 log = logging.getLogger("t2ilab.train")
 
@@ -65,12 +62,9 @@ def _check_resume(cfg: DictConfig, lead: bool = True) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one training job described by a composed config (see conf/train.yaml)."""
-    from t2ilab.models.atomic_io import AtomicCheckpointIO
-    from t2ilab.models.generation import generate_images  # noqa: F401  (import errors early)
-    from t2ilab.tracking.manifest import build_manifest, write_manifest
-    from t2ilab.tracking.loggers import finish_wandb
-    from t2ilab.utils.builders import build_datamodule, build_encoder, build_model, instantiate_group
+    from t2ilab.tracking import run_status
     from t2ilab.utils.io import ensure_writable_dir
+    from t2ilab.utils.schema import validate
 
     os.environ.setdefault("WANDB_MODE", "offline")
     run_dir = ensure_writable_dir(cfg.paths.run_dir, "paths.run_dir")
@@ -83,7 +77,19 @@ def train(cfg: DictConfig) -> float | None:
     loggers: list[Any] = []
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
-        validate(cfg)
+        validate(cfg)  # (before torch / Lightning are imported: a wrong value is reported in about a second)
+        import lightning as L
+        import torch
+
+        from t2ilab.compat.hydra import instantiate
+        from t2ilab.models.atomic_io import AtomicCheckpointIO
+        from t2ilab.models.generation import generate_images  # noqa: F401  (import errors early)
+        from t2ilab.tracking.loggers import finish_wandb
+        from t2ilab.tracking.manifest import build_manifest, write_manifest
+        from t2ilab.tracking.run_callbacks import DDPFailure, InterruptCheckpoint
+        from t2ilab.tracking.sample_grid import SampleGridCallback
+        from t2ilab.utils.builders import build_datamodule, build_encoder, build_model, instantiate_group
+
         if lead:
             previous = run_status.clear(run_dir)  # a relaunch into the same run dir is running again
             if previous:
@@ -110,18 +116,20 @@ def train(cfg: DictConfig) -> float | None:
         for lg in loggers if lead else []:  # (Lightning's rank-zero guard is not set up before fit)
             lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"},
                                 "perf_resolved": perf, "perf_fallbacks": perf_fallbacks})
-        callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers))
+        callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers),
+                                      bool(cfg.trainer.get("enable_progress_bar", True)))
         grid_cb = next((c for c in callbacks if isinstance(c, SampleGridCallback)), None)
         if grid_cb is not None and cfg.sample_after:
             grid_cb.at_train_end = False  # sample_after draws the final grid (once), with the callback's settings
-        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_status.InterruptCheckpoint(),
-                                                      run_status.DDPFailure(run_dir)],
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, InterruptCheckpoint(), DDPFailure(run_dir)],
                               logger=loggers or False, plugins=[AtomicCheckpointIO()])
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
             model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after fit
             _final_samples(model, datamodule, grid_cb, trainer, Path(run_dir))
     except BaseException as e:  # noqa: BLE001 - every ending is recorded, then re-raised non-zero
+        from t2ilab.tracking.loggers import finish_wandb
+
         step = trainer.global_step if trainer is not None else None
         code = run_status.exit_code(e)
         if lead:
@@ -181,10 +189,14 @@ class _RankPrefix(logging.Filter):
         return True
 
 
-def _usable_callbacks(callbacks: list[Any], have_logger: bool) -> list[Any]:
-    """Drop callbacks that need an experiment logger when there is none (``logger=none``)."""
+def _usable_callbacks(callbacks: list[Any], have_logger: bool, progress_bar: bool = True) -> list[Any]:
+    """Drop callbacks that need an experiment logger when there is none (``logger=none``) and the progress
+    bar when ``trainer.enable_progress_bar=false`` (Lightning refuses a bar callback then)."""
     from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks.progress import ProgressBar
 
+    if not progress_bar:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if have_logger:
         return callbacks
     dropped = [type(c).__name__ for c in callbacks if isinstance(c, LearningRateMonitor)]
@@ -200,6 +212,7 @@ def _final_samples(model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_
     from lightning.pytorch.loggers import WandbLogger
 
     from t2ilab.sample import write_samples
+    from t2ilab.tracking.sample_grid import SampleGridCallback
     from t2ilab.tracking.grid import grid_path_beside
 
     if grid_cb is None:
@@ -216,8 +229,17 @@ def _final_samples(model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+def _hydra_main(cfg: DictConfig) -> float | None:
+    from t2ilab.cli import run_job
+
+    return run_job(train, cfg)
+
+
+def main() -> None:
+    """Console entry point: Hydra parses the command line; a user error is one message and exit 2."""
+    from t2ilab.cli import run
+
+    run(_hydra_main)
 
 
 if __name__ == "__main__":

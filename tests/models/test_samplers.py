@@ -13,6 +13,7 @@ import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler)
 
+from t2ilab.compat.diffusers import FiniteDDIMScheduler
 from t2ilab.models import samplers
 from t2ilab.models.samplers import SAMPLERS, build_scheduler, predicted_x0, shift_prediction
 
@@ -70,7 +71,7 @@ def test_samplers_differ_and_clip_x0_works_everywhere(vmodel, conds, generators)
 
 
 @pytest.mark.parametrize(("name", "eta", "cls", "extra"), [
-    ("ddim", 0.0, DDIMScheduler, {}),
+    ("ddim", 0.0, FiniteDDIMScheduler, {}),  # diffusers' DDIMScheduler, NaN-safe at eta > 0 (t2ilab.compat)
     ("dpm_solver++", 0.0, DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
     ("dpm_solver++", 1.0, DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
     ("euler", 0.0, EulerDiscreteScheduler, {}),

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from t2ilab.compat.hydra import instantiate
 
 from t2ilab.bench.common import peak_memory_mb, reset_peak_memory, sync
 from t2ilab.utils import fast_paths

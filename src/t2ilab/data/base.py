@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from t2ilab.data.sampler import ResumableRandomSampler
+from t2ilab.data.sampler import ResumableDataLoader, ResumableRandomSampler
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,14 @@ class CaptionedDataModule(L.LightningDataModule):
             sampler = ResumableRandomSampler(len(ds), seed)
         if drop_last is None:
             drop_last = (len(sampler) if sampler is not None else len(ds)) > self.batch_size
+        loader_cls = DataLoader if sampler is None else ResumableDataLoader
         if self.batches_on is not None and isinstance(ds, InMemoryCaptionedDataset) and self.num_workers == 0:
             from t2ilab.data.tensor_batches import TensorBatches, identity_collate
 
-            return DataLoader(TensorBatches(ds, table, rows, self.batches_on),
+            return loader_cls(TensorBatches(ds, table, rows, self.batches_on),
                               batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                               collate_fn=identity_collate)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
+        return loader_cls(ds, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           collate_fn=_Collate(table, rows), persistent_workers=self.num_workers > 0)
 

@@ -18,11 +18,12 @@ Lightning's ``use_distributed_sampler`` leaves it alone (it would otherwise wrap
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 def _world() -> tuple[int, int]:
@@ -83,3 +84,25 @@ class ResumableRandomSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class ResumableDataLoader(DataLoader):
+    """The training ``DataLoader`` over a :class:`ResumableRandomSampler`: its position survives a
+    checkpoint, so it says so to Lightning (the ``state_dict`` / ``load_state_dict`` protocol Lightning
+    checks before warning that a mid-epoch resume is "unreliable").
+
+    The position itself is restored by ``models/training_state.py`` (the checkpoint's batches trained ->
+    ``sampler.skip``), before the first resumed batch; the state here records the order's identity (seed,
+    epoch) and ``load_state_dict`` warns when the checkpoint's training order had another seed (the resumed
+    run then sees another order: not an exact continuation)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self.sampler
+        return {"sampler": type(s).__name__, "seed": int(getattr(s, "seed", 0)), "epoch": int(getattr(s, "epoch", 0))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        seed = state_dict.get("seed")
+        if isinstance(self.sampler, ResumableRandomSampler) and seed is not None and int(seed) != self.sampler.seed:
+            logging.getLogger(__name__).warning(
+                "the checkpoint's training order was seeded with %s, this run's with %s: the resumed run sees "
+                "another data order (resume with seed=%s for an exact continuation)", seed, self.sampler.seed, seed)

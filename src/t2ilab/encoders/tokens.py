@@ -24,7 +24,7 @@ from t2ilab.encoders.cache import TokenStateCache
 
 log = logging.getLogger(__name__)
 
-COND_TYPES = ("pooled", "tokens")
+from t2ilab.choices import COND_TYPES  # noqa: E402,F401  (one source of the choices)
 
 
 class TokenLayout:

@@ -1,8 +1,8 @@
 """Evaluation: FID/KID/IS/precision-recall from one Inception pass, CLIP score, prompt accuracy
 (docs/evaluation.md). Entry points: ``python -m t2ilab.eval`` and ``EvaluationCallback``.
 
-``to_uint8`` (the PNG quantisation every writer must use) is imported eagerly and cheaply; the
-heavier pieces load on first attribute access.
+Every name loads on first attribute access (``t2ilab.evaluation.settings`` is read by the config check,
+which must not import torch).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from t2ilab.evaluation.images import SampleWriter, to_uint8
 
 _LAZY = {
+    "to_uint8": "t2ilab.evaluation.images",
+    "SampleWriter": "t2ilab.evaluation.images",
     "Evaluator": "t2ilab.evaluation.engine",
     "EvaluationCallback": "t2ilab.evaluation.callback",
     "MetricsSettings": "t2ilab.evaluation.settings",
@@ -25,7 +26,7 @@ _LAZY = {
     "write_metrics_json": "t2ilab.evaluation.reporting",
 }
 
-__all__ = ["to_uint8", "SampleWriter", *_LAZY]
+__all__ = [*_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,9 +19,7 @@ from torch import nn
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.samplers import X0Guidance, build_scheduler, denoise, get_sampler, initial_noise, truncate
 
-SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
-PREDICTIONS = ("epsilon", "v_prediction")
-LOSS_WEIGHTINGS = ("none", "min_snr")
+from t2ilab.choices import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
 
 
 class DiffusionModule(TextConditionedModule):

@@ -13,12 +13,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-GP_KINDS = ("none", "r1", "ma_gp")
-RECON_KINDS = ("mse", "bce", "gaussian", "laplace")
+from t2ilab.choices import ADV_LOSSES, GP_KINDS, RECON_KINDS  # noqa: E402,F401  (one source of the choices)
 MA_GP_POWER = 6  # DF-GAN: k * E[||grad||^p] with k=2, p=6
 
 
-ADV_LOSSES = ("hinge", "ns")
 
 
 def d_real_loss(kind: str, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

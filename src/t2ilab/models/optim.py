@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-LR_DECAYS = ("none", "cosine")
+from t2ilab.choices import LR_DECAYS  # noqa: E402,F401  (one source of the choices)
 
 
 def lr_factor(warmup_steps: int, decay: str, min_ratio: float, total_steps: int) -> Callable[[int], float]:

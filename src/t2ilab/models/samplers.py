@@ -37,10 +37,12 @@ import math
 from typing import Any, Callable
 
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+from diffusers import (DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from t2ilab.choices import SAMPLER_NAMES
+from t2ilab.compat.diffusers import FiniteDDIMScheduler
 from t2ilab.models.generation import step_done
 
 X0Guidance = Callable[[torch.Tensor, int], "torch.Tensor | None"]
@@ -61,7 +63,7 @@ class Sampler:
 
 
 def _ddim(config: Any, eta: float, clip_x0: bool) -> SchedulerMixin:
-    return DDIMScheduler.from_config(config, timestep_spacing="trailing", clip_sample=bool(clip_x0),
+    return FiniteDDIMScheduler.from_config(config, timestep_spacing="trailing", clip_sample=bool(clip_x0),
                                      thresholding=False, set_alpha_to_one=False)
 
 
@@ -86,6 +88,9 @@ SAMPLERS: dict[str, Sampler] = {
     "euler": Sampler(_euler),
     "ddpm": Sampler(_ddpm),
 }
+
+
+assert tuple(SAMPLERS) == SAMPLER_NAMES, "t2ilab.choices.SAMPLER_NAMES must list this table's keys"
 
 
 def get_sampler(name: str) -> Sampler:

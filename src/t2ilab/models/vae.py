@@ -17,8 +17,7 @@ from torch import nn
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.losses import decoded_mean, kl_normal, recon_nll
 
-SCALES = ("channel", "scalar")
-PRIORS = ("standard", "conditional")
+from t2ilab.choices import PRIORS, SCALES  # noqa: E402,F401  (one source of the choices)
 
 
 class VAEModule(TextConditionedModule):

@@ -25,7 +25,7 @@ from torch import nn
 from t2ilab.nets.cond_conv import CondDownNet, CondUpNet
 from t2ilab.nets.layers import CondMLP, group_norm
 
-LATENTS = ("vector", "spatial")
+from t2ilab.choices import LATENTS  # noqa: E402,F401  (one source of the choices)
 
 
 class VAENet(nn.Module):

@@ -16,6 +16,8 @@ def finish_wandb(loggers: list[Any], exit_code: int = 0, reason: str | None = No
         exit_code: recorded as the run's exit code (non-zero = W&B shows the run as failed).
         reason: what ended a failed run; stored in the run summary as ``failure``.
     """
+    if not loggers:
+        return
     from lightning.pytorch.loggers import WandbLogger
 
     if any(isinstance(lg, WandbLogger) for lg in loggers):

@@ -17,16 +17,21 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
 log = logging.getLogger(__name__)
 
 MARKERS = ("COMPLETE", "FAILED")
+
+
+def _sigterm(exc: BaseException) -> bool:
+    """Lightning's ``SIGTERMException`` (checked without importing Lightning: only a process that imported
+    it can have raised one, and the entry points report config errors before loading it)."""
+    mod = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return mod is not None and isinstance(exc, mod.SIGTERMException)
 
 # environment variables that give a process's rank before any process group exists: torchrun (RANK,
 # GROUP_RANK = node), Lightning's launcher (LOCAL_RANK for its children, NODE_RANK per node), Slurm tasks
@@ -54,7 +59,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 def exit_code(exc: BaseException) -> int:
     """The process exit status a run that ended with ``exc`` must have (never 0)."""
-    if isinstance(exc, SIGTERMException):
+    if _sigterm(exc):
         return 128 + int(signal.SIGTERM)
     if _interrupted(exc):
         return 128 + int(signal.SIGINT)
@@ -66,7 +71,7 @@ def exit_code(exc: BaseException) -> int:
 
 def describe(exc: BaseException, step: int | None) -> str:
     """One line: what ended the run, at which global step."""
-    if isinstance(exc, SIGTERMException):
+    if _sigterm(exc):
         what = "SIGTERM (preempted or killed by the scheduler)"
     elif _interrupted(exc):
         what = "SIGINT (interrupted)"
@@ -94,44 +99,6 @@ def mark(run_dir: str | os.PathLike, status: str, reason: str | None = None, ste
     return path
 
 
-class InterruptCheckpoint(L.Callback):
-    """On SIGTERM / SIGINT / SystemExit, save ``last.ckpt`` of the current step (atomically) before the process
-    exits, so ``ckpt_path=<run>/checkpoints/last.ckpt`` (or a requeue) continues from there. Also when fit
-    ends normally at a step the periodic checkpoints did not cover (``max_steps`` not a multiple of
-    ``every_n_train_steps``): ``last.ckpt`` is then the final model, not the one of the last interval."""
-
-    def __init__(self) -> None:
-        self.saved: Path | None = None
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ck = trainer.checkpoint_callback
-        if ck is None or getattr(ck, "_last_global_step_saved", None) == trainer.global_step:
-            return
-        final = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(final)
-        if trainer.is_global_zero:
-            log.info("final checkpoint (step %d) -> %s", trainer.global_step, final)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not is_interrupt(exception):
-            return  # errors (NaN guard, bad data, ...) keep the last good checkpoint instead
-        # SystemExit: something asked the process to end mid-fit, e.g. submitit's USR2 handler after it
-        # requeued the job on Slurm (preemption / time limit); the requeued job resumes from this
-        ck = trainer.checkpoint_callback
-        dirpath = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints")
-        dirpath.mkdir(parents=True, exist_ok=True)
-        final = dirpath / "last.ckpt"
-        try:  # atomic: train.py gives the trainer models.atomic_io.AtomicCheckpointIO
-            trainer.save_checkpoint(final)
-            if trainer.is_global_zero:
-                self.saved = final
-                log.warning("interrupted at global step %d: checkpoint written to %s", trainer.global_step, final)
-        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
-            log.error("could not write the interrupt checkpoint (%s: %s); the last periodic one is kept",
-                      type(e).__name__, e)
-
-
 def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | None,
                    rank: int | None = None) -> tuple[int, str]:
     """Log the failure to train.log, write FAILED; returns (exit code, reason). ``rank``: a DDP rank,
@@ -139,33 +106,21 @@ def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | N
     reason = describe(exc, step)
     if rank is not None:
         reason = f"DDP rank {rank}: {reason}"
-    quiet = isinstance(exc, (SystemExit, KeyboardInterrupt))
+    from t2ilab.errors import debug_requested, user_error
+
+    # a user error's message is the explanation (the entry point exits 2 without a traceback); bugs keep theirs
+    mine = user_error(exc)
+    quiet = isinstance(exc, (SystemExit, KeyboardInterrupt)) or (mine is not None and not debug_requested())
     log.error("run FAILED: %s", reason, exc_info=None if quiet else exc)
+    if mine is not None:
+        mine.t2ilab_reported = True  # type: ignore[attr-defined]  # t2ilab.cli: do not print it twice
     mark(run_dir, "FAILED", reason, step)
     return exit_code(exc), reason
 
 
 def is_interrupt(exc: BaseException) -> bool:
     """SIGTERM, Ctrl-C or a requested exit (not an error): rank 0 records those for the whole run."""
-    return isinstance(exc, (SIGTERMException, KeyboardInterrupt, SystemExit)) or _interrupted(exc)
-
-
-class DDPFailure(L.Callback):
-    """DDP: the first rank whose fit fails with an error writes ``FAILED`` (naming the rank) from
-    ``on_exception``, i.e. before Lightning tears its process group down. The other ranks fail only
-    after that (a closed connection, or Lightning's launcher SIGKILLs rank 0 when a child rank dies), so
-    the marker names the root cause; the entry point adds what rank 0 saw. Single-process runs: no-op."""
-
-    def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.run_dir = Path(run_dir)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.world_size <= 1 or is_interrupt(exception) or status_of(self.run_dir) is not None:
-            return
-        try:
-            record_failure(self.run_dir, exception, trainer.global_step, rank=trainer.global_rank)
-        except Exception as e:  # noqa: BLE001 - never mask the failure itself
-            log.error("could not write the FAILED marker (%s: %s)", type(e).__name__, e)
+    return _sigterm(exc) or isinstance(exc, (KeyboardInterrupt, SystemExit)) or _interrupted(exc)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
+from t2ilab.compat.hydra import instantiate
 from omegaconf import DictConfig
 
 

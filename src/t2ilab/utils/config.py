@@ -14,15 +14,18 @@ log = logging.getLogger(__name__)
 
 
 def _find_conf_dir() -> Path:
-    """conf/ of the checkout (editable install) or T2ILAB_CONF_DIR; fails with a clear message."""
+    """T2ILAB_CONF_DIR, else the config tree shipped with the package: ``t2ilab/conf`` is a link to the
+    checkout's top-level ``conf/`` (the one source; editable installs follow it) and a copy of it in a
+    wheel / ``pip install .`` (package data). Fails with a clear message."""
     env = os.environ.get("T2ILAB_CONF_DIR")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[3] / "conf")  # repo/src/t2ilab/utils -> repo/conf
+    candidates.append(Path(__file__).resolve().parents[1] / "conf")  # t2ilab/utils -> t2ilab/conf
     for c in candidates:
         if (c / "train.yaml").is_file():
-            return c
+            return c.resolve()
     raise FileNotFoundError(f"t2ilab config tree not found (looked in {[str(c) for c in candidates]}); "
-                            "install with `pip install -e .` from the repo or set T2ILAB_CONF_DIR=/path/to/conf")
+                            "reinstall t2ilab (`pip install -e .` from the repo or `pip install .`) or set "
+                            "T2ILAB_CONF_DIR=/path/to/conf")
 
 
 CONF_DIR: Path = _find_conf_dir()
@@ -49,14 +52,17 @@ def config_tree(cfg: DictConfig, order: Sequence[str] = TREE_ORDER, resolve: boo
 
 
 def show_and_save_config(cfg: DictConfig, run_dir: str | Path | None) -> None:
-    """Print the config tree at start and save it (plus resolved yaml) into the run dir."""
+    """Save the config tree (``config_tree.txt``) and the resolved yaml into the run dir and say so in one
+    line; ``print_config=true`` also prints the tree (the whole ~200 lines) to the console."""
     text = config_tree(cfg)
-    print(text, flush=True)  # the tree is for the human at the terminal, before logging is configured
+    if cfg.get("print_config"):
+        print(text, flush=True)
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config_tree.txt").write_text(text)
         (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("config: %s (print_config=true prints it here)", run_dir / "config_tree.txt")
 
 
 def get_dotted(cfg: Any, dotted: str) -> Any:

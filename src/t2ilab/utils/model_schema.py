@@ -8,13 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Union
 
-from t2ilab.encoders.tokens import COND_TYPES
-from t2ilab.models.diffusion import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES
-from t2ilab.models.losses import ADV_LOSSES, GP_KINDS, RECON_KINDS
-from t2ilab.models.optim import LR_DECAYS
-from t2ilab.models.samplers import SAMPLERS
-from t2ilab.models.vae import PRIORS, SCALES
-from t2ilab.nets.vae_nets import LATENTS
+from t2ilab.choices import (ADV_LOSSES, COND_TYPES, GP_KINDS, LATENTS, LOSS_WEIGHTINGS, LR_DECAYS, PREDICTIONS, PRIORS,
+                            RECON_KINDS, SAMPLER_NAMES, SCALES, SCHEDULES)
 from t2ilab.utils.schema import _ex, choices
 
 
@@ -63,7 +58,7 @@ class UNetSchema:
 
 @dataclasses.dataclass
 class DiffusionSamplingSchema:
-    sampler: choices("Sampler", SAMPLERS) = _ex("dpm_solver++")  # type: ignore[valid-type]
+    sampler: choices("Sampler", SAMPLER_NAMES) = _ex("dpm_solver++")  # type: ignore[valid-type]
     num_steps: int = _ex(50)
     guidance_scale: float = _ex(2.0)
     eta: float = _ex(0.0)
