@@ -50,8 +50,7 @@ def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
 
 
 def _report(err: BaseException) -> None:
-    if not getattr(err, "t2ilab_reported", False):  # (a run already logged it as "run FAILED: ...")
-        print(f"Error: {message(err)}", file=sys.stderr, flush=True)
+    print(f"Error: {message(err)}", file=sys.stderr, flush=True)
     print("(T2ILAB_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
 
 

@@ -75,7 +75,28 @@ def message(exc: BaseException) -> str:
         # Hydra appends a hint about its own env var; ours (T2ILAB_DEBUG) is printed instead
         text = text.replace("Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "")
         text = text.split("\nConfig search path:")[0]  # (Hydra lists its search path after the valid choices)
+    if type(exc).__name__ == "OverrideParseException":
+        bad = _unparsable_overrides()
+        if bad:
+            text = f"cannot parse the override {' '.join(repr(b) for b in bad)}: {text}"
     return text.strip() or type(exc).__name__
+
+
+def _unparsable_overrides() -> list[str]:
+    """The command-line arguments Hydra's override grammar rejects (its own message names only the token)."""
+    import sys
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, bad = OverridesParser.create(), []
+    for arg in sys.argv[1:]:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 - any parse failure names the argument
+            bad.append(arg)
+    return bad
 
 
 # set by t2ilab.cli when it (not the user) turned on HYDRA_FULL_ERROR so that Hydra re-raises

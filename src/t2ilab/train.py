@@ -111,6 +111,10 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.shuffle_seed = cfg.seed  # DDP: every rank shards the same per-epoch permutation
         model.run_config = config
         perf, perf_fallbacks = _fast_paths(cfg, model, datamodule)
+        if _single_process(cfg):
+            from t2ilab.compat.lightning import quiet_srun_hint
+
+            quiet_srun_hint()
 
         loggers = instantiate_group(cfg.logger)
         for lg in loggers if lead else []:  # (Lightning's rank-zero guard is not set up before fit)
@@ -169,6 +173,19 @@ def _fast_paths(cfg: DictConfig, model: Any, datamodule: Any) -> tuple[dict, lis
     fast_paths.apply(model, datamodule, choices, device)
     log.info("fast paths on %s: %s", device.type, ", ".join(f"{k}={v}" for k, v in choices.items()))
     return choices, notes
+
+
+def _single_process(cfg: DictConfig) -> bool:
+    """Whether this training runs as one process (one node, one device)."""
+    import torch
+
+    t = cfg.trainer
+    devices, accel = t.get("devices", "auto"), str(t.get("accelerator", "auto"))
+    if int(t.get("num_nodes", 1) or 1) != 1:
+        return False
+    if str(devices) == "auto":
+        return not (accel in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1)
+    return str(devices) in ("1", "[0]") or (isinstance(devices, (list, tuple)) and len(devices) == 1)
 
 
 def _quiet_rank(rank: int) -> None:

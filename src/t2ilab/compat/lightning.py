@@ -13,6 +13,13 @@ from typing import Any
 _TIP = "💡 Tip: For seamless cloud logging"  # Lightning >= 2.6 advertises litlogger on every fit
 
 
+def quiet_srun_hint() -> None:
+    """For a single-process run: Lightning warns on any machine with Slurm's ``srun`` that the command was
+    not started through ``srun`` — advice for multi-process jobs (which hang without it), noise for one
+    process. t2ilab's Slurm launcher (``hydra/launcher=slurm``) starts its tasks with ``srun`` itself."""
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
+
+
 class _DropMessage(logging.Filter):
     def __init__(self, prefix: str) -> None:
         super().__init__()

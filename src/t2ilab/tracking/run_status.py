@@ -108,14 +108,23 @@ def record_failure(run_dir: str | os.PathLike, exc: BaseException, step: int | N
         reason = f"DDP rank {rank}: {reason}"
     from t2ilab.errors import debug_requested, user_error
 
-    # a user error's message is the explanation (the entry point exits 2 without a traceback); bugs keep theirs
-    mine = user_error(exc)
-    quiet = isinstance(exc, (SystemExit, KeyboardInterrupt)) or (mine is not None and not debug_requested())
-    log.error("run FAILED: %s", reason, exc_info=None if quiet else exc)
-    if mine is not None:
-        mine.t2ilab_reported = True  # type: ignore[attr-defined]  # t2ilab.cli: do not print it twice
+    if user_error(exc) is not None and not debug_requested():
+        # a user error: the entry point prints its message once, on stderr (no traceback); the run's log
+        # files get the line too
+        _to_log_files(logging.ERROR, f"run FAILED: {reason}")
+    else:
+        quiet = isinstance(exc, (SystemExit, KeyboardInterrupt))
+        log.error("run FAILED: %s", reason, exc_info=None if quiet else exc)
     mark(run_dir, "FAILED", reason, step)
     return exit_code(exc), reason
+
+
+def _to_log_files(level: int, msg: str) -> None:
+    """Log ``msg`` to the file handlers only (train.log / sample.log ...), not to the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, msg, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def is_interrupt(exc: BaseException) -> bool:
