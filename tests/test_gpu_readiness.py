@@ -35,6 +35,7 @@ def _samples(tmp_path, run_dir):
     return [json.loads(line) for line in (out / "samples" / "prompts.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # 20 s of training + sampling on 2 cores; the default suite keeps the fast-path unit tests
 def test_gpu_fast_paths_train_and_sample_on_cpu_without_compile(tmp_path):
     run_dir = _train(tmp_path, "perf.compile=false")
     assert len(_samples(tmp_path, run_dir)) == 2

@@ -55,6 +55,7 @@ def test_rerun_reproduces_the_metrics_into_a_new_dir_and_leaves_the_original_alo
     assert losses == [row["train/loss"] for row in b["history"] if "train/loss" in row] and len(losses) >= 3
 
 
+@pytest.mark.slow  # a full rerun (14 s on 2 cores); the default suite keeps the rerun-reproduces test
 def test_a_different_seed_is_a_mismatch_and_the_config_diff_names_it(original, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(original, copy)
