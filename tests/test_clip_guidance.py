@@ -144,7 +144,7 @@ class ToySampler(torch.nn.Module):
 
 
 def test_guided_model_through_the_sample_writer(clip, text, tmp_path):
-    from t2ilab.sample import write_samples
+    from t2ilab.models.generation import write_samples
 
     toy = ToySampler()
     wrapped = ClipGuidedModel(toy, clip, scale=0.05)

@@ -185,3 +185,147 @@ def test_the_srun_hint_is_quieted_for_single_process_runs_only_when_asked(tmp_pa
         quiet_srun_hint()
         SLURMEnvironment._validate_srun_used()
     assert not any("`srun` command is available" in str(w.message) for w in quiet)  # ... and we can quiet it
+
+
+# ---------------------------------------------------------------------- compat.lightning internals
+class _Tiny:
+    """A tiny LightningModule factory (automatic or manual optimisation) and a fit on random batches."""
+
+    @staticmethod
+    def module(manual: bool = False, double_step: bool = False):
+        import lightning as L
+
+        from t2ilab.compat.lightning import uncounted_step
+
+        class M(L.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.lin = torch.nn.Linear(2, 1)
+                self.automatic_optimization = not manual
+                self.opt_steps = 0
+
+            def training_step(self, batch, i):
+                loss = self.lin(batch).pow(2).mean()
+                if not manual:
+                    return loss
+                opt = self.optimizers()
+                if double_step:  # an extra step that must not count (the GAN's D steps)
+                    with uncounted_step(opt):
+                        opt.zero_grad()
+                        self.manual_backward(self.lin(batch).pow(2).mean())
+                        opt.step()
+                        self.opt_steps += 1
+                opt.zero_grad()
+                self.manual_backward(loss)
+                opt.step()
+                self.opt_steps += 1
+                return None
+
+            def configure_optimizers(self):
+                opt = torch.optim.SGD(self.parameters(), lr=0.1)
+                return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)}
+
+        return M()
+
+    @staticmethod
+    def fit(model, tmp_path, max_steps: int = 3, callbacks=None):
+        import lightning as L
+
+        data = torch.utils.data.DataLoader(torch.randn(16, 2), batch_size=2)
+        trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=bool(callbacks), callbacks=callbacks,
+                            default_root_dir=str(tmp_path))
+        trainer.fit(model, data)
+        return trainer
+
+
+def test_attached_trainer_is_none_before_fit_and_the_trainer_after(tmp_path):
+    from t2ilab.compat.lightning import attached_trainer
+
+    m = _Tiny.module()
+    assert attached_trainer(m) is None
+    trainer = _Tiny.fit(m, tmp_path, max_steps=1)
+    assert attached_trainer(m) is trainer
+
+
+def test_uncounted_step_steps_the_optimizer_without_advancing_global_step(tmp_path):
+    m = _Tiny.module(manual=True, double_step=True)
+    trainer = _Tiny.fit(m, tmp_path, max_steps=3)
+    assert trainer.global_step == 3 and m.opt_steps == 6  # 3 counted + 3 uncounted steps
+
+
+def test_last_saved_step_of_a_model_checkpoint(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from t2ilab.compat.lightning import last_saved_step
+
+    ck = ModelCheckpoint(dirpath=str(tmp_path / "ck"), every_n_train_steps=2, save_top_k=-1)
+    assert last_saved_step(ck) in (None, 0)
+    _Tiny.fit(_Tiny.module(), tmp_path, max_steps=4, callbacks=[ck])
+    assert last_saved_step(ck) == 4
+
+
+def test_set_scheduler_last_lr_follows_a_hand_changed_lr():
+    from t2ilab.compat.lightning import set_scheduler_last_lr
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    opt.param_groups[0]["lr"] = 0.01
+    assert sched.get_last_lr() == [0.1]
+    set_scheduler_last_lr(sched, opt)
+    assert sched.get_last_lr() == [0.01]
+
+
+def test_ddp_find_unused_parameters_sets_it_only_when_the_user_did_not():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from t2ilab.compat.lightning import ddp_find_unused_parameters
+
+    plain = DDPStrategy()
+    assert ddp_find_unused_parameters(SimpleNamespace(strategy=plain)) is True
+    assert plain._ddp_kwargs["find_unused_parameters"] is True
+    chosen = DDPStrategy(find_unused_parameters=False)
+    assert ddp_find_unused_parameters(SimpleNamespace(strategy=chosen)) is False
+    assert chosen._ddp_kwargs["find_unused_parameters"] is False
+    assert ddp_find_unused_parameters(SimpleNamespace(strategy=object())) is False  # not DDP: untouched
+
+
+def test_the_loop_progress_rewrite_finds_lightnings_keys_in_a_real_checkpoint(tmp_path):
+    from t2ilab.compat.lightning import rewrite_as_previous_batch_end
+
+    trainer = _Tiny.fit(_Tiny.module(), tmp_path, max_steps=3)
+    path = tmp_path / "c.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    fit = ckpt["loops"]["fit_loop"]
+    bp = fit["epoch_loop.batch_progress"]
+    stepped = fit["epoch_loop.state_dict"]["_batches_that_stepped"]
+    assert bp["current"]["processed"] == 3 and stepped == 3
+    assert rewrite_as_previous_batch_end(ckpt) is False  # saved at a batch end: nothing to rewrite
+    bp["current"]["started"] = bp["total"]["started"] = 4  # as if saved mid-way through batch 4
+    assert rewrite_as_previous_batch_end(ckpt) is True
+    assert bp["current"]["completed"] == 2 and bp["current"]["ready"] == bp["current"]["started"] == 3
+    assert fit["epoch_loop.state_dict"]["_batches_that_stepped"] == stepped - 1
+    optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+    assert optim["step"]["total"]["ready"] == optim["step"]["total"]["completed"]
+
+
+# ------------------------------------------------------------------------------------ compat.wandb
+def test_the_offline_log_reader_reads_what_the_installed_wandb_wrote(tmp_path, monkeypatch):
+    import wandb
+
+    from t2ilab.compat.wandb import read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="t2ilab-compat", dir=str(tmp_path), config={"lr": 0.5}, tags=["x"])
+    for step in range(3):
+        run.log({"train/loss": 1.0 / (step + 1)}, step=step)
+    run.summary["best"] = 7
+    run.finish(exit_code=3)
+    got = read_offline_run(next(tmp_path.glob("wandb/offline-run-*")))
+    assert got["id"] == run.id and got["tags"] == ["x"] and got["config"]["lr"] == 0.5
+    assert [r["train/loss"] for r in got["history"]] == [1.0, 0.5, 1.0 / 3]
+    assert got["summary"]["best"] == 7 and got["exit_code"] == 3

@@ -271,7 +271,7 @@ def test_bad_options_fail_before_any_work(tmp_path, bad, match):
 
 @pytest.mark.slow  # two subprocesses (~30 s on 2 cores)
 def test_train_vae_then_edit_through_the_cli_with_wandb(tmp_path):
-    from t2ilab.tracking.wandb_offline import read_offline_run
+    from t2ilab.compat.wandb import read_offline_run
 
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
 

@@ -19,23 +19,7 @@ from PIL import Image
 
 from t2ilab.utils.config import CONF_DIR
 
-TINY = ["model.net.base_channels=16", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
-        "model.sampling.num_steps=3", "data.num_train=256", "data.num_val=64", "seed=3"]
-
-
-def run(module: str, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    r = subprocess.run([sys.executable, "-m", f"t2ilab.{module}", *args], capture_output=True, text=True,
-                       timeout=timeout, env=env)
-    if check and r.returncode != 0:
-        raise AssertionError(f"t2ilab.{module} failed ({r.returncode}):\n{r.stderr[-4000:]}")
-    return r
-
-
-def wandb_run(run_dir: Path) -> Path:
-    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, runs
-    return runs[0]
+from cli_helpers import TINY, run, wandb_run  # noqa: E402  (shared with other subprocess tests)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +47,7 @@ def test_train_writes_config_manifest_checkpoints_and_grid(trained):
 
 
 def test_wandb_offline_run_has_the_logged_values_and_config(trained):
-    from t2ilab.tracking.wandb_offline import read_offline_run
+    from t2ilab.compat.wandb import read_offline_run
 
     logged = read_offline_run(wandb_run(trained))
     summary, config = logged["summary"], logged["config"]

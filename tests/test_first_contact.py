@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import TINY
+
 HYDRA_ENTRY_POINTS = ["train", "sample", "eval", "edit", "roundtrip"]
-TINY = ["model.net.base_channels=16", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
-        "model.sampling.num_steps=3", "data.num_train=256", "data.num_val=64", "seed=3"]
 NOISE = ["Tip: For seamless cloud logging", "LeafSpec", "anonymous setting", "not resumable",
          "Set the environment variable HYDRA_FULL_ERROR"]
 

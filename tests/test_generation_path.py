@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from t2ilab.models.generation import generate_images, image_seed, iter_generate, shard_indices
-from t2ilab.sample import write_samples
+from t2ilab.models.generation import write_samples
 from t2ilab.tracking.grid import grid_path_beside
 from t2ilab.utils.config import CONF_DIR
 

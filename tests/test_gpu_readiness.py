@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from test_entrypoints import TINY, run
+from cli_helpers import TINY, run
 
 GPU_PATHS = ["perf.channels_last=true", "perf.optimizer_impl=fused", "perf.sync_free_guard=true",
              "trainer.precision=bf16-mixed"]

@@ -221,7 +221,7 @@ FAMILY_TRIALS = [("diffusion", 3), ("gan", 2), ("vae", 2)]
 @pytest.mark.slow
 @pytest.mark.parametrize(("family", "n_trials"), FAMILY_TRIALS, ids=[f for f, _ in FAMILY_TRIALS])
 def test_tiny_study_end_to_end(tmp_path, family, n_trials):
-    from t2ilab.tracking.wandb_offline import read_offline_run
+    from t2ilab.compat.wandb import read_offline_run
 
     sweep_dir = tmp_path / "sweep"
     extra = TINY if family == "diffusion" else ["data.num_train=256", "data.num_val=64", "seed=3"]

@@ -106,7 +106,7 @@ def tiny_gan():
 
 
 def test_export_none_is_byte_identical_and_chains_are_recorded(tmp_path):
-    from t2ilab.sample import write_samples
+    from t2ilab.models.generation import write_samples
 
     model, cond = tiny_gan(), torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
 

@@ -25,7 +25,7 @@ from t2ilab.reporting.html import band
 from t2ilab.reporting.runs import Run, load_run
 from t2ilab.reporting.table import UNSET, aggregate, differing_keys, fmt_stat, group_runs
 from t2ilab.tracking.run_status import mark
-from t2ilab.tracking.wandb_offline import read_offline_run
+from t2ilab.compat.wandb import read_offline_run
 
 TINY = ["debug=fast", "model.net.base_channels=16", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
         "model.sampling.num_steps=3", "data.num_train=256", "data.num_val=64"]

@@ -16,8 +16,8 @@ import pytest
 from t2ilab import reproduce
 from t2ilab.tracking import reproduction as rp
 from t2ilab.tracking import run_status
-from t2ilab.tracking.wandb_offline import read_offline_run
-from test_entrypoints import TINY, run, wandb_run
+from t2ilab.compat.wandb import read_offline_run
+from cli_helpers import TINY, run, wandb_run
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:

@@ -133,7 +133,7 @@ def test_entry_point_end_to_end(ckpt, tmp_path, inputs):
     spec = inputs
     if inputs == "folder":  # a t2ilab.sample export: labels come from its prompts.jsonl
         from t2ilab.models.checkpoint import load_model
-        from t2ilab.sample import write_samples
+        from t2ilab.models.generation import write_samples
         from t2ilab.utils.builders import build_encoder
 
         model, train_cfg = load_model(path)
@@ -175,7 +175,7 @@ def test_bad_inputs_and_banks_fail_early(ckpt, tmp_path):
 @pytest.mark.slow
 def test_trained_checkpoint_subprocess_with_wandb_offline(tmp_path):
     """``python -m t2ilab.train debug=fast`` -> ``python -m t2ilab.roundtrip`` (W&B offline table)."""
-    from t2ilab.tracking.wandb_offline import read_offline_run
+    from t2ilab.compat.wandb import read_offline_run
 
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
     cache, train_dir, out = tmp_path / "cache", tmp_path / "train", tmp_path / "rt"

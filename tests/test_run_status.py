@@ -15,8 +15,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from t2ilab.tracking import run_status
-from t2ilab.tracking.wandb_offline import read_offline_run
-from test_entrypoints import TINY, run, wandb_run
+from t2ilab.compat.wandb import read_offline_run
+from cli_helpers import TINY, run, wandb_run
 
 
 def test_exit_codes_and_reasons_are_never_success():

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from t2ilab.tracking import run_status
-from t2ilab.tracking.wandb_offline import read_offline_run
+from t2ilab.compat.wandb import read_offline_run
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]

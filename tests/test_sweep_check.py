@@ -9,7 +9,7 @@ from hydra import initialize_config_dir
 
 from t2ilab.utils.config import CONF_DIR
 from t2ilab.utils.sweep_check import SweepError, check_sweep, covering_jobs
-from test_entrypoints import run
+from cli_helpers import run
 
 
 def test_covering_jobs_use_every_value_once_not_the_product():

@@ -91,7 +91,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     """Edit the inputs of a composed edit config (conf/edit.yaml); returns the metrics.json content."""
     from t2ilab.editing import families, inputs, writer
     from t2ilab.editing.metrics import EditScorer
-    from t2ilab.eval import checkpoint_info, load_checkpoint_run
+    from t2ilab.models.checkpoint import checkpoint_info, load_checkpoint_run
     from t2ilab.models.generation import image_seed, model_device, sampling_used
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group

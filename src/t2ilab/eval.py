@@ -22,57 +22,9 @@ from t2ilab.utils.config import CONF_DIR
 log = logging.getLogger("t2ilab.eval")
 
 
-def checkpoint_info(ckpt_path: str | os.PathLike) -> dict[str, Any]:
-    """Step, family and W&B run id of a checkpoint, read lazily (mmap: tensors are not loaded).
-
-    Args:
-        ckpt_path: the t2ilab checkpoint.
-    """
-    import torch
-
-    path = Path(ckpt_path).expanduser()
-    info: dict[str, Any] = {"path": str(path.resolve())}
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        meta = ckpt.get("t2ilab") or {}
-        info.update(global_step=ckpt.get("global_step"), epoch=ckpt.get("epoch"), family=meta.get("family"),
-                    train_wandb_id=meta.get("wandb_id"))
-    except Exception as e:  # noqa: BLE001 - informational only; load_model reports real problems
-        log.warning("could not read checkpoint metadata of %s: %s", path, e)
-    return info
-
-
-def eval_data_configs(cfg: DictConfig, train_cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
-    """(data, encoder) configs: the checkpoint's, with this machine's paths and the overrides.
-
-    Args:
-        cfg: the eval config (``paths``, ``data``, ``encoder``).
-        train_cfg: the composed training config stored in the checkpoint (already resolved).
-    """
-    data = OmegaConf.create(OmegaConf.to_container(train_cfg.data, resolve=True))
-    if "data_dir" in data:
-        data.data_dir = cfg.paths.data_dir
-    encoder = OmegaConf.merge(train_cfg.encoder, {"cache_dir": cfg.paths.cache_dir}, cfg.encoder or {})
-    return OmegaConf.merge(data, cfg.data or {}), encoder
-
-
-def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, DictConfig, DictConfig]:
-    """(model on ``cfg.device``, its training config, data config, encoder config) for an entry point
-    that works on a checkpoint (eval, edit, roundtrip); data/encoder overrides that change what the
-    checkpoint was trained on are refused before any work."""
-    import torch
-
-    from t2ilab.models.checkpoint import check_overrides, load_model
-
-    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
-    model.to(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
-    check_overrides(cfg.ckpt_path, train_cfg, entry, data=data_cfg, encoder=enc_cfg)
-    return model, train_cfg, data_cfg, enc_cfg
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one checkpoint as described by a composed eval config (see conf/eval.yaml)."""
+    from t2ilab.models.checkpoint import checkpoint_info, load_checkpoint_run
     import torch
 
     from t2ilab.models.generation import model_device

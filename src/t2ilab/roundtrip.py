@@ -25,7 +25,7 @@ PREFIX = "roundtrip/"
 
 def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     """Run one round trip as described by a composed config (conf/roundtrip.yaml); returns metrics."""
-    from t2ilab.eval import checkpoint_info, load_checkpoint_run
+    from t2ilab.models.checkpoint import checkpoint_info, load_checkpoint_run
     from t2ilab.evaluation import roundtrip as rt
     from t2ilab.evaluation.caption_bank import build_bank
     from t2ilab.evaluation.clip import ClipScorer

@@ -44,72 +44,9 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
     return out
 
 
-def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_dir: str | os.PathLike,
-                  num_per_prompt: int = 4, seed: int = 0, batch_size: int = 64, *, grid: bool = True,
-                  rank: int = 0, world_size: int = 1, postprocess: Any = None, **sampling: Any) -> Path:
-    """Generate ``num_per_prompt`` images per prompt into ``out_dir`` (PNGs + prompts.jsonl) and a
-    captioned grid BESIDE it (``<out_dir>_grid.png``); returns ``out_dir``.
-
-    Image ``i`` (prompt ``i // num_per_prompt``) uses seed ``seed + i`` (models/generation.py), so
-    batch size and sharding never change a file. With ``world_size > 1`` this rank writes only its
-    shard ``rank::world_size``; rank 0 writes prompts.jsonl; the grid is left to the caller
-    (``write_grid`` after a barrier) because no rank has all images.
-
-    Args:
-        model: object with ``generate``.
-        cond: (P, D) prompt embeddings.
-        prompts: the P prompts.
-        out_dir: the sample folder.
-        num_per_prompt: images per prompt.
-        seed: base seed.
-        batch_size: images per ``generate`` call.
-        grid: write the captioned grid (single process only).
-        rank: this process' rank.
-        world_size: number of processes.
-        postprocess: a ``postprocess.Chain`` (or its config) applied to the written PNGs and the
-            grid, recorded as ``sampling.postprocess`` in prompts.jsonl; None/empty = none.
-        **sampling: ``generate`` options over the model's defaults.
-    """
-    import torch
-
-    from t2ilab.evaluation.images import SampleWriter
-    from t2ilab.models.generation import iter_generate, sampling_used, shard_indices
-    from t2ilab.postprocess import Chain, build_chain
-    from t2ilab.tracking.grid import MAX_GRID_PROMPTS, grid_path_beside, write_grid
-
-    if len(prompts) != cond.shape[0]:
-        raise ValueError(f"{len(prompts)} prompts but {cond.shape[0]} embeddings")
-    chain = postprocess if isinstance(postprocess, Chain) else build_chain(postprocess)
-    writer = SampleWriter(out_dir)
-    per_image = [p for p in prompts for _ in range(num_per_prompt)]
-    mine = shard_indices(len(per_image), rank, world_size)
-    rows = cond[torch.as_tensor([i // num_per_prompt for i in mine], dtype=torch.long)]
-    keep = grid and world_size == 1
-    shown = min(len(prompts), MAX_GRID_PROMPTS) * num_per_prompt
-    grid_images = []
-    for idx, x in iter_generate(model, rows, mine, seed, batch_size, **sampling):
-        x = chain(x)  # exported pixels only; an empty chain returns x itself
-        writer.write_images(x, idx)
-        if keep and idx[0] < shown:
-            grid_images.append(x[: shown - idx[0]].cpu())
-    if rank == 0:
-        info = sampling_used(model, sampling)
-        if chain:
-            info["postprocess"] = chain.describe()
-        writer.write_index(per_image, seed, info)
-    if keep:
-        path = grid_path_beside(writer.dir)
-        write_grid(torch.cat(grid_images), list(prompts)[:MAX_GRID_PROMPTS], num_per_prompt, path)
-        log.info("wrote %d samples to %s, grid -> %s", len(mine), writer.dir, path)
-    else:
-        log.info("rank %d/%d: wrote %d samples to %s", rank, world_size, len(mine), writer.dir)
-    return writer.dir
-
-
 def sample(cfg: DictConfig) -> Path:
-    import torch
-
-    from t2ilab.models.checkpoint import check_overrides, load_model
+    from t2ilab.models.checkpoint import load_checkpoint_run
+    from t2ilab.models.generation import model_device, write_samples
     from t2ilab.postprocess import build_chain
     from t2ilab.utils.builders import build_encoder
     from t2ilab.utils.io import ensure_writable_dir
@@ -124,13 +61,8 @@ def sample(cfg: DictConfig) -> Path:
     guidance = cfg.get("clip_guidance") or {}
     if float(guidance.get("scale") or 0) < 0:
         raise ValueError(f"clip_guidance.scale={guidance.scale} must be >= 0 (0 = off)")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
-    model.to(device)
-    enc_cfg = train_cfg.encoder
-    if cfg.encoder:
-        enc_cfg = OmegaConf.merge(enc_cfg, cfg.encoder)
-        check_overrides(cfg.ckpt_path, train_cfg, "sample", encoder=enc_cfg)
+    model, train_cfg, _, enc_cfg = load_checkpoint_run(cfg, "sample")  # (the one loading path of every entry point)
+    device = str(model_device(model))
     encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training (tokens, prompt expansion)
     cond = encoder.encode_text(prompts).float()
     sampling = OmegaConf.to_container(cfg.sampling or OmegaConf.create({}), resolve=True)

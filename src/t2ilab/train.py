@@ -228,7 +228,7 @@ def _final_samples(model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_
     continues the grid series) and logged to W&B as that series' last image."""
     from lightning.pytorch.loggers import WandbLogger
 
-    from t2ilab.sample import write_samples
+    from t2ilab.models.generation import write_samples
     from t2ilab.tracking.sample_grid import SampleGridCallback
     from t2ilab.tracking.grid import grid_path_beside
 

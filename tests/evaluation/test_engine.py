@@ -147,7 +147,7 @@ def test_metrics_defaults_come_from_the_yaml_and_types_are_checked():
 def test_eval_entry_config_merges_checkpoint_data_with_this_machines_paths(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from t2ilab.eval import eval_data_configs
+    from t2ilab.models.checkpoint import eval_data_configs
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=["ckpt_path=x.ckpt", "+data.num_val=7", f"paths.cache_dir={tmp_path}",

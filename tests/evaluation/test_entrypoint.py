@@ -73,7 +73,7 @@ def evaluated(request, tmp_path_factory, weights) -> tuple[str, Path, Path]:
 
 
 def test_eval_entry_point_writes_finite_metrics_and_wandb_summary(evaluated):
-    from t2ilab.tracking.wandb_offline import read_offline_run
+    from t2ilab.compat.wandb import read_offline_run
 
     family, _, eval_dir = evaluated
     result = json.loads((eval_dir / "metrics.json").read_text())

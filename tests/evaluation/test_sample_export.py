@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from t2ilab.evaluation.engine import Evaluator
 from t2ilab.evaluation.images import load_image_folder
-from t2ilab.sample import write_samples
+from t2ilab.models.generation import write_samples
 from t2ilab.utils.config import CONF_DIR
 
 NET = {"net": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "heads": 2,

@@ -1,14 +1,23 @@
-"""Lightning (and the libraries it drives) where its defaults talk to users about things that do not
-concern them. Tested: lightning 2.4-2.6 (pyproject bound ``lightning>=2.4,<2.7``), wandb 0.17-0.31.
+"""Every place t2ilab touches Lightning's private attributes or quiets its output — and nowhere else.
+Tested: lightning 2.4-2.6 (pyproject bound ``lightning>=2.4,<2.7``), wandb 0.17-0.31. Each reach has a
+focused test in tests/test_compat.py, so an upgrade fails one named test, not a resume in production.
 
-Each piece is silenced at its source — one message or one argument — never by a blanket filter, and
-tests/test_first_contact.py checks that a short training run prints none of them."""
+* exact resume: :func:`rewrite_as_previous_batch_end` edits the checkpoint's fit-loop progress;
+* the GAN's discriminator steps: :func:`uncounted_step` (LightningOptimizer's step-counting hooks) and
+  :func:`ddp_find_unused_parameters` (the DDP strategy's kwargs before it wraps the module);
+* optimiser values given at resume: :func:`set_scheduler_last_lr`;
+* the final checkpoint: :func:`last_saved_step` of a ``ModelCheckpoint``;
+* :func:`attached_trainer` (a module's trainer or None, without Lightning's "not attached" error);
+* output: the litlogger tip, a torch deprecation inside Lightning, the ``srun`` hint for one process,
+  the ``anonymous`` argument wandb deprecated — each silenced at its source (one message / argument),
+  never by a blanket filter; tests/test_first_contact.py checks a short run prints none of them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 _TIP = "💡 Tip: For seamless cloud logging"  # Lightning >= 2.6 advertises litlogger on every fit
 
@@ -63,3 +72,77 @@ def __getattr__(name: str) -> Any:
         globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------------------------ internals
+def attached_trainer(module: Any) -> Any:
+    """The module's Trainer, or None when it is not attached (``module.trainer`` raises then)."""
+    return getattr(module, "_trainer", None)
+
+
+def last_saved_step(checkpoint_callback: Any) -> int | None:
+    """The global step of a ``ModelCheckpoint``'s last save (None if unknown)."""
+    return getattr(checkpoint_callback, "_last_global_step_saved", None)
+
+
+def set_scheduler_last_lr(scheduler: Any, optimizer: Any) -> None:
+    """After changing param-group lrs by hand: what ``scheduler.get_last_lr()`` (and Lightning's
+    LearningRateMonitor) report must follow, or the first logged lr is the checkpoint's."""
+    if scheduler is not None and hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [pg["lr"] for pg in optimizer.param_groups]
+
+
+@contextlib.contextmanager
+def uncounted_step(opt: Any) -> Iterator[None]:
+    """Run ``opt.step()`` through the strategy (precision plugins, DDP) without advancing ``global_step``:
+    under manual optimisation Lightning counts a step in the LightningOptimizer's ``_on_before_step`` /
+    ``_on_after_step`` hooks, which are swapped for no-ops here (and restored)."""
+    hooks = getattr(opt, "_on_before_step", None), getattr(opt, "_on_after_step", None)
+    if hooks[0] is None or hooks[1] is None:  # a plain torch optimiser (module used outside a Trainer)
+        yield
+        return
+    opt._on_before_step = opt._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        opt._on_before_step, opt._on_after_step = hooks
+
+
+def ddp_find_unused_parameters(trainer: Any) -> bool:
+    """Set ``find_unused_parameters=True`` on a DDP strategy that has not wrapped the module yet, unless the
+    user chose a value (``strategy=ddp_find_unused_parameters_*``). Returns whether it was set."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if isinstance(strategy, DDPStrategy) and isinstance(kwargs, dict) and "find_unused_parameters" not in kwargs:
+        kwargs["find_unused_parameters"] = True
+        return True
+    return False
+
+
+def rewrite_as_previous_batch_end(checkpoint: dict) -> bool:
+    """Rewrite the fit-loop progress of a checkpoint taken *mid-batch*, before the batch's update (an
+    interrupt: SIGTERM, Slurm preemption), so it reads exactly like the checkpoint Lightning writes at the
+    end of the previous batch (``RestartStage.RESTARTED_ON_TRAIN_BATCH_END``); Lightning otherwise resumes a
+    mid-batch checkpoint with other loop counters than a batch-end one. Returns False (left as is) when the
+    batch was the first of its epoch, whose previous batch-end state belongs to the previous epoch."""
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    bp = fit.get("epoch_loop.batch_progress")
+    if not bp or bp["current"]["processed"] < 1 or bp["current"]["started"] != bp["current"]["processed"] + 1:
+        return False
+    for part in ("total", "current"):
+        done = bp[part]["processed"]
+        bp[part].update(ready=done, started=done, completed=done - 1)
+    bp["is_last_batch"] = False  # the previous batch had a successor in this epoch
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1  # Lightning adds it back on restart
+    optim = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer")
+    if optim:
+        for part in ("total", "current"):
+            done = optim["step"][part]["completed"]
+            optim["step"][part]["ready"] = done
+            optim["zero_grad"][part].update(ready=done, started=done, completed=done)
+    manual = fit.get("epoch_loop.manual_optimization.optim_step_progress")
+    for part in ("total", "current") if manual else ():
+        manual[part]["ready"] = manual[part]["completed"]
+    return True

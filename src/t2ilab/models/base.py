@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from t2ilab.compat.lightning import attached_trainer
 from t2ilab.models import resume, training_state
 from t2ilab.models.conditioning import ConditioningMixin
 from t2ilab.models.ema import EMA
@@ -178,12 +179,13 @@ class TextConditionedModule(ConditioningMixin, L.LightningModule):
         """Raise ``NonFiniteLossError`` (before backward) when ``loss`` is NaN/inf; with
         ``sync_free_guard`` one step later but without a host sync (models/finite_guard.py)."""
         return self._finite_guard.check(loss, name, self.global_step, self.sync_free_guard,
-                                        getattr(self, "_trainer", None))
+                                        attached_trainer(self))
 
     # -- optimisation -------------------------------------------------------------------------
     def warmup_lambda(self) -> Callable[[int], float]:
         """Learning-rate factor per optimiser step: linear warm-up, then constant or cosine decay."""
-        total = int(getattr(self._trainer, "max_steps", -1) or -1) if self._trainer is not None else -1
+        trainer = attached_trainer(self)
+        total = int(getattr(trainer, "max_steps", -1) or -1) if trainer is not None else -1
         return lr_factor(self.lr_warmup_steps, self.lr_decay, self.lr_min_ratio, total)
 
     def make_optimizer(self, params, factory: Callable | None = None) -> dict:
@@ -202,7 +204,8 @@ class TextConditionedModule(ConditioningMixin, L.LightningModule):
         """Lightning's clipping, except for optimisers that unscale internally (fused AdamW) under
         bf16 autocast: Lightning's AMP plugin refuses those, but bf16 has no loss scaler, so the
         gradients are already unscaled and clipping them directly is exact (fp16 keeps the refusal)."""
-        precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
+        trainer = attached_trainer(self)
+        precision = str(getattr(trainer, "precision", "")) if trainer is not None else ""
         if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False) and "bf16" in precision:
             return clip_directly(optimizer, gradient_clip_val, gradient_clip_algorithm)
         super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -256,7 +259,7 @@ class TextConditionedModule(ConditioningMixin, L.LightningModule):
 
         seen, rng = self._batches_seen, training_state.rng_state()
         start = self._batch_start
-        if start is not None and self._trainer is not None and self.trainer.global_step == start[0]:
+        if start is not None and attached_trainer(self) is not None and self.trainer.global_step == start[0]:
             # saved mid-batch, before its update: as if saved at the end of the previous batch
             seen, rng = seen - 1, start[1]
             training_state.as_if_saved_after_previous_batch(checkpoint)
@@ -266,7 +269,7 @@ class TextConditionedModule(ConditioningMixin, L.LightningModule):
                                 "token_dim": self.token_dim,
                                 "image_shape": list(self.image_shape), "version": t2ilab.__version__,
                                 "batches_seen": seen, "rng": rng}
-        for lg in self.loggers if self._trainer is not None else []:
+        for lg in self.loggers if attached_trainer(self) is not None else []:
             if type(lg).__name__ == "WandbLogger":  # resuming reuses this run id (no new W&B run)
                 checkpoint["t2ilab"]["wandb_id"] = lg.version
 

@@ -4,6 +4,7 @@ stored in the checkpoint (``checkpoint["t2ilab"]``) and the model is rebuilt fro
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from t2ilab.utils.builders import build_model
 from t2ilab.utils.config import get_dotted
+
+log = logging.getLogger(__name__)
 
 
 def read_metadata(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, dict]:
@@ -104,3 +107,48 @@ def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig, 
             pass
     raise ValueError(f"ckpt_path={ckpt_path} does not fit the composed config:\n{lines}\n{hint} "
                      "(or drop the differing overrides)")
+
+
+def checkpoint_info(ckpt_path: str | os.PathLike) -> dict[str, Any]:
+    """Step, family and W&B run id of a checkpoint, read lazily (mmap: tensors are not loaded).
+
+    Args:
+        ckpt_path: the t2ilab checkpoint.
+    """
+    path = Path(ckpt_path).expanduser()
+    info: dict[str, Any] = {"path": str(path.resolve())}
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        meta = ckpt.get("t2ilab") or {}
+        info.update(global_step=ckpt.get("global_step"), epoch=ckpt.get("epoch"), family=meta.get("family"),
+                    train_wandb_id=meta.get("wandb_id"))
+    except Exception as e:  # noqa: BLE001 - informational only; load_model reports real problems
+        log.warning("could not read checkpoint metadata of %s: %s", path, e)
+    return info
+
+
+def eval_data_configs(cfg: DictConfig, train_cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """(data, encoder) configs: the checkpoint's, with this machine's paths and the overrides.
+
+    Args:
+        cfg: the eval config (``paths``, ``data``, ``encoder``).
+        train_cfg: the composed training config stored in the checkpoint (already resolved).
+    """
+    data = OmegaConf.create(OmegaConf.to_container(train_cfg.data, resolve=True))  # (sample has no data overrides)
+    if "data_dir" in data:
+        data.data_dir = cfg.paths.data_dir
+    encoder = OmegaConf.merge(train_cfg.encoder, {"cache_dir": cfg.paths.cache_dir}, cfg.get("encoder") or {})
+    return OmegaConf.merge(data, cfg.get("data") or {}), encoder
+
+
+def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, DictConfig, DictConfig]:
+    """(model on ``cfg.device``, its training config, data config, encoder config) for an entry point
+    that works on a checkpoint (sample, eval, edit, roundtrip: one loading path); data/encoder overrides that change what the
+    checkpoint was trained on are refused before any work."""
+    from t2ilab.models.generation import resolve_device
+
+    model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
+    model.to(resolve_device(cfg.device))
+    data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
+    check_overrides(cfg.ckpt_path, train_cfg, entry, data=data_cfg, encoder=enc_cfg)
+    return model, train_cfg, data_cfg, enc_cfg

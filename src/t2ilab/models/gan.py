@@ -16,15 +16,15 @@ optimiser itself; ``model.grad_clip`` overrides it.
 
 from __future__ import annotations
 
-import contextlib
 
 import functools
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from t2ilab.compat.lightning import attached_trainer, ddp_find_unused_parameters, uncounted_step
 from t2ilab.models.base import Generator, TextConditionedModule
 from t2ilab.models.losses import (contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss,
                                   gradient_penalty)
@@ -183,7 +183,7 @@ class GANModule(TextConditionedModule):
         for _ in range(self.d_steps):
             with self.toggled_optimizer(opt_d):
                 d_loss, stats = self.discriminator_loss(real, cond, same)
-                with _uncounted(opt_d):
+                with uncounted_step(opt_d):
                     self._update(opt_d, self.guard(d_loss, "train/d_loss"))
         with self.toggled_optimizer(opt_g):
             g_loss, g_stats = self.generator_loss(cond, same)
@@ -228,7 +228,7 @@ class GANModule(TextConditionedModule):
         """Take ``trainer.gradient_clip_val`` over before Lightning validates the trainer (it runs
         after this hook and rejects automatic clipping with manual optimisation): the GAN clips
         each optimiser itself with that value unless ``model.grad_clip`` is set."""
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and trainer.gradient_clip_val:
             if self.grad_clip is None:
                 self.grad_clip = float(trainer.gradient_clip_val)
@@ -236,21 +236,11 @@ class GANModule(TextConditionedModule):
             log.info("GAN (manual optimisation): trainer.gradient_clip_val=%s is applied by the module per "
                      "optimiser (model.grad_clip=%s)", trainer.gradient_clip_val, self.grad_clip)
             trainer.gradient_clip_val, trainer.gradient_clip_algorithm = None, None
-        self._ddp_find_unused(trainer)
-        return []
-
-    @staticmethod
-    def _ddp_find_unused(trainer: Any) -> None:
-        """DDP: the D steps leave G's parameters without gradients and the G step D's (toggled off), which
-        DDP's reducer refuses unless it looks for unused parameters; set that before the strategy wraps
-        the module (this hook runs first) unless the user chose it (``ddp_find_unused_parameters_*``)."""
-        from lightning.pytorch.strategies import DDPStrategy
-
-        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
-        kwargs = getattr(strategy, "_ddp_kwargs", None)
-        if isinstance(strategy, DDPStrategy) and isinstance(kwargs, dict) and "find_unused_parameters" not in kwargs:
-            kwargs["find_unused_parameters"] = True
+        # DDP: the D steps leave G's parameters without gradients and the G step D's (toggled off), which
+        # DDP's reducer refuses unless it looks for unused parameters (this hook runs before the wrap)
+        if ddp_find_unused_parameters(trainer):
             log.info("GAN under DDP: find_unused_parameters=True (each optimiser's step leaves the other net unused)")
+        return []
 
     # -- sampling ---------------------------------------------------------------------------------
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,
@@ -266,19 +256,3 @@ class GANModule(TextConditionedModule):
 
         return gan_edit(self, images01, cond, strength=strength, generator=generator, source_cond=source_cond,
                         **sampling)[0]
-
-
-@contextlib.contextmanager
-def _uncounted(opt: Any) -> Iterator[None]:
-    """Run ``opt.step()`` through the strategy (precision plugins, DDP) without advancing
-    ``global_step``: under manual optimisation Lightning counts a step in the LightningOptimizer's
-    ``_on_before_step``/``_on_after_step`` hooks, which are swapped for no-ops here (and restored)."""
-    hooks = getattr(opt, "_on_before_step", None), getattr(opt, "_on_after_step", None)
-    if hooks[0] is None or hooks[1] is None:  # a plain torch optimiser (module used outside a Trainer)
-        yield
-        return
-    opt._on_before_step = opt._on_after_step = lambda: None
-    try:
-        yield
-    finally:
-        opt._on_before_step, opt._on_after_step = hooks

@@ -14,11 +14,16 @@ the union over ranks is exactly the single-process set, image for image.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 PROGRESS_DELAY_S = 3.0  # a progress bar appears only for generation that runs longer than this
 _bar: list[Any] = []  # the active generation bar (diffusion reports its denoising steps to it)
@@ -42,6 +47,13 @@ def model_device(model: Any) -> torch.device:
     params = getattr(model, "parameters", None)
     p = next(iter(params()), None) if callable(params) else None
     return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) -> ``cuda`` when a GPU is visible, else ``cpu``; any other name as given."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(name))
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -141,3 +153,62 @@ def generate_images(model: Any, cond: torch.Tensor, num_per_prompt: int = 1, see
     if not out:
         raise ValueError("no images to generate (empty indices)")
     return torch.cat(out), [image_seed(seed, i) for i in indices]
+
+
+def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_dir: str | os.PathLike,
+                  num_per_prompt: int = 4, seed: int = 0, batch_size: int = 64, *, grid: bool = True,
+                  rank: int = 0, world_size: int = 1, postprocess: Any = None, **sampling: Any) -> Path:
+    """Generate ``num_per_prompt`` images per prompt into ``out_dir`` (PNGs + prompts.jsonl) and a
+    captioned grid BESIDE it (``<out_dir>_grid.png``); returns ``out_dir``.
+
+    Image ``i`` (prompt ``i // num_per_prompt``) uses seed ``seed + i`` (models/generation.py), so
+    batch size and sharding never change a file. With ``world_size > 1`` this rank writes only its
+    shard ``rank::world_size``; rank 0 writes prompts.jsonl; the grid is left to the caller
+    (``write_grid`` after a barrier) because no rank has all images.
+
+    Args:
+        model: object with ``generate``.
+        cond: (P, D) prompt embeddings.
+        prompts: the P prompts.
+        out_dir: the sample folder.
+        num_per_prompt: images per prompt.
+        seed: base seed.
+        batch_size: images per ``generate`` call.
+        grid: write the captioned grid (single process only).
+        rank: this process' rank.
+        world_size: number of processes.
+        postprocess: a ``postprocess.Chain`` (or its config) applied to the written PNGs and the
+            grid, recorded as ``sampling.postprocess`` in prompts.jsonl; None/empty = none.
+        **sampling: ``generate`` options over the model's defaults.
+    """
+    from t2ilab.evaluation.images import SampleWriter
+    from t2ilab.postprocess import Chain, build_chain
+    from t2ilab.tracking.grid import MAX_GRID_PROMPTS, grid_path_beside, write_grid
+
+    if len(prompts) != cond.shape[0]:
+        raise ValueError(f"{len(prompts)} prompts but {cond.shape[0]} embeddings")
+    chain = postprocess if isinstance(postprocess, Chain) else build_chain(postprocess)
+    writer = SampleWriter(out_dir)
+    per_image = [p for p in prompts for _ in range(num_per_prompt)]
+    mine = shard_indices(len(per_image), rank, world_size)
+    rows = cond[torch.as_tensor([i // num_per_prompt for i in mine], dtype=torch.long)]
+    keep = grid and world_size == 1
+    shown = min(len(prompts), MAX_GRID_PROMPTS) * num_per_prompt
+    grid_images = []
+    for idx, x in iter_generate(model, rows, mine, seed, batch_size, **sampling):
+        x = chain(x)  # exported pixels only; an empty chain returns x itself
+        writer.write_images(x, idx)
+        if keep and idx[0] < shown:
+            grid_images.append(x[: shown - idx[0]].cpu())
+    if rank == 0:
+        info = sampling_used(model, sampling)
+        if chain:
+            info["postprocess"] = chain.describe()
+        writer.write_index(per_image, seed, info)
+    if keep:
+        path = grid_path_beside(writer.dir)
+        write_grid(torch.cat(grid_images), list(prompts)[:MAX_GRID_PROMPTS], num_per_prompt, path)
+        log.info("wrote %d samples to %s, grid -> %s", len(mine), writer.dir, path)
+    else:
+        log.info("rank %d/%d: wrote %d samples to %s", rank, world_size, len(mine), writer.dir)
+    return writer.dir

@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from t2ilab.compat.lightning import attached_trainer
 from t2ilab.models.diffusion import DiffusionModule
 from t2ilab.models.losses import decoded_mean
 from t2ilab.models.vae import VAEModule
@@ -142,7 +143,7 @@ class LatentDiffusionModule(DiffusionModule):
         z = self.encode_images(images, scale=1.0).double()
         stats = torch.stack([z.sum(), z.square().sum(), torch.tensor(float(z.numel()), device=z.device,
                                                                       dtype=torch.float64)])
-        if self._trainer is not None:
+        if attached_trainer(self) is not None:
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
         mean = stats[0] / stats[2]
         std = math.sqrt(max(float(stats[1] / stats[2] - mean.square()), 1e-12))

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import torch
 
+from t2ilab.compat.lightning import set_scheduler_last_lr
 from t2ilab.utils.config import get_dotted
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,7 @@ def apply(optimizers: Iterable[torch.optim.Optimizer], schedulers: Iterable[Any]
                     lambdas = getattr(sched, "lr_lambdas", None)
                     factor = lambdas[j](sched.last_epoch) if lambdas else 1.0
                 g["lr"] = v * factor
-                if sched is not None and hasattr(sched, "_last_lr"):
-                    sched._last_lr = [pg["lr"] for pg in opt.param_groups]
+                set_scheduler_last_lr(sched, opt)
     for c in changes:
         log.warning("resuming with %s: the config wins over the checkpoint's optimiser state", c)
     return changes

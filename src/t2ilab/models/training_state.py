@@ -79,32 +79,11 @@ def skip_trained_batches(trainer: Any, batches_seen: int) -> int:
 
 
 def as_if_saved_after_previous_batch(checkpoint: dict) -> bool:
-    """Rewrite Lightning's loop progress in a checkpoint taken *mid-batch*, before the batch's update
-    (an interrupt: SIGTERM, Slurm preemption), so it reads exactly like the checkpoint Lightning writes
-    at the end of the previous batch (``RestartStage.RESTARTED_ON_TRAIN_BATCH_END``). Without this,
-    Lightning resumes a mid-batch checkpoint with other loop counters than a batch-end one, and the
-    run diverges from an uninterrupted one. Returns False (checkpoint left as is) when the batch was
-    the first of its epoch, whose previous batch-end state belongs to the previous epoch.
-    """
-    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
-    bp = fit.get("epoch_loop.batch_progress")
-    if not bp or bp["current"]["processed"] < 1 or bp["current"]["started"] != bp["current"]["processed"] + 1:
-        return False
-    for part in ("total", "current"):
-        done = bp[part]["processed"]
-        bp[part].update(ready=done, started=done, completed=done - 1)
-    bp["is_last_batch"] = False  # the previous batch had a successor in this epoch
-    fit["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1  # Lightning adds it back on restart
-    optim = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer")
-    if optim:
-        for part in ("total", "current"):
-            done = optim["step"][part]["completed"]
-            optim["step"][part]["ready"] = done
-            optim["zero_grad"][part].update(ready=done, started=done, completed=done)
-    manual = fit.get("epoch_loop.manual_optimization.optim_step_progress")
-    for part in ("total", "current") if manual else ():
-        manual[part]["ready"] = manual[part]["completed"]
-    return True
+    """A checkpoint taken mid-batch (an interrupt) made to read like the previous batch's end-of-batch
+    checkpoint, so the resumed run continues exactly (the loop-progress edit: t2ilab.compat.lightning)."""
+    from t2ilab.compat.lightning import rewrite_as_previous_batch_end
+
+    return rewrite_as_previous_batch_end(checkpoint)
 
 
 def seed_rank_batch(run_seed: int | None, rank: int, batch: int) -> int:

@@ -90,7 +90,7 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 def _wandb(run_dir: Path) -> tuple[dict[str, float], History]:
     """Summary numbers and history of the run's W&B run folders (a resume may add folders)."""
-    from t2ilab.tracking.wandb_offline import run_dir_runs
+    from t2ilab.compat.wandb import run_dir_runs
 
     summary: dict[str, Any] = {}
     history: History = {}

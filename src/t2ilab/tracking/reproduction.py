@@ -187,7 +187,7 @@ def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
 
 def _wandb_summary(run_dir: Path) -> dict[str, Any] | None:
     """The merged summary of every W&B run under ``run_dir/wandb`` (a resume adds one per launch)."""
-    from t2ilab.tracking.wandb_offline import run_dir_runs
+    from t2ilab.compat.wandb import run_dir_runs
 
     try:
         runs = run_dir_runs(run_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 
+from t2ilab.compat.lightning import last_saved_step
 from t2ilab.tracking.run_status import is_interrupt, record_failure, status_of
 
 log = logging.getLogger("t2ilab.tracking.run_status")
@@ -28,7 +29,7 @@ class InterruptCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ck = trainer.checkpoint_callback
-        if ck is None or getattr(ck, "_last_global_step_saved", None) == trainer.global_step:
+        if ck is None or last_saved_step(ck) == trainer.global_step:
             return
         final = Path(getattr(ck, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,14 @@
 """Read back what an offline W&B run logged (``<run_dir>/wandb/offline-run-*/run-<id>.wandb``).
 
+The one place that reads wandb's internal log format (tested: wandb 0.17-0.31; pyproject bound
+``wandb<0.32``; tests/test_compat.py reads a real offline run written by the installed wandb).
+
 wandb >= 0.19 writes offline runs only as its binary transaction log (no ``wandb-summary.json``)
 and no longer ships a Python reader, so this parses the documented container format directly:
 a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then LevelDB-log style 32 KiB blocks of
 chunks ``crc32(4) | length(2, LE) | type(1) | payload`` (type 1 full, 2 first, 3 middle, 4 last),
 each record a ``wandb_internal_pb2.Record`` protobuf. Used by tests and handy for quick checks
-without ``wandb sync`` (``python -m t2ilab.tracking.wandb_offline RUN_DIR``).
+without ``wandb sync`` (``python -m t2ilab.compat.wandb RUN_DIR``).
 """
 
 from __future__ import annotations
