@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from t2ilab.evaluation.images import save_png, to_uint8
+from t2ilab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,7 @@ def write_pairs(out_dir: Path, stems: Sequence[str], src_u8: torch.Tensor, edit_
 
 
 def write_index(out_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
-    path = out_dir / INDEX
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(out_dir / INDEX, "".join(json.dumps(row, default=str) + "\n" for row in rows))
 
 
 def grid_caption(stem: str, source: str | None, target: str) -> str:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from t2ilab.utils.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 SHARD_FORMAT = 1
@@ -47,10 +49,7 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
         _FILE_HASHES[key] = h.hexdigest()
         if memo is not None:
             try:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                tmp = memo.with_name(f".tmp-{uuid.uuid4().hex[:8]}")
-                tmp.write_text(_FILE_HASHES[key])
-                os.replace(tmp, memo)
+                atomic_write(memo, _FILE_HASHES[key], fsync=False)
             except OSError as e:
                 log.warning("could not memoise the hash of %s in %s (%s)", path, memo.parent, e)
     return _FILE_HASHES[key]
@@ -197,23 +196,14 @@ class EmbeddingCache:
     def _write_shard(self, captions: list[str], rows: list[torch.Tensor]) -> bool:
         assert self.dir is not None
         name = f"shard-{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pt"
-        tmp = self.dir / f".tmp-{name}"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._write_meta()
             blob = {"format": SHARD_FORMAT, "fingerprint": self.fingerprint,
                     "captions": list(captions), **self._payload(rows)}
-            with open(tmp, "wb") as f:
-                torch.save(blob, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.dir / name)
+            atomic_write(self.dir / name, lambda f: torch.save(blob, f))
         except OSError as e:
             log.warning("could not write embedding cache shard to %s (%s); continuing without it", self.dir, e)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             return False
         self._seen_shards.add(name)
         self.num_disk_writes += 1
@@ -223,9 +213,7 @@ class EmbeddingCache:
         path = self.dir / "meta.json"
         if self.meta is None or path.exists():
             return
-        tmp = self.dir / f".tmp-meta-{uuid.uuid4().hex[:8]}.json"
-        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.meta, indent=2, sort_keys=True, default=str), fsync=False)
 
 
 class TokenStateCache(EmbeddingCache):

@@ -107,16 +107,10 @@ def _looks_local(path: str) -> bool:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same dir + fsync + os.replace: readers never see a partial file."""
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Readers never see a partial file (utils.io.atomic_write)."""
+    from t2ilab.utils.io import atomic_write
+
+    atomic_write(path, text)
 
 
 def clean_clause(text: str) -> str | None:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from t2ilab.utils.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -131,12 +133,9 @@ class SampleWriter:
         from t2ilab.models.generation import image_seed
 
         labels = [None] * len(prompts) if labels is None else list(labels)
-        path = self.dir / SAMPLE_INDEX
-        tmp = path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for i, (p, y) in enumerate(zip(prompts, labels, strict=True)):
-                f.write(json.dumps(sample_record(i, p, image_seed(seed, i), sampling, y)) + "\n")
-        os.replace(tmp, path)
+        path = atomic_write(self.dir / SAMPLE_INDEX, "".join(
+            json.dumps(sample_record(i, p, image_seed(seed, i), sampling, y)) + "\n"
+            for i, (p, y) in enumerate(zip(prompts, labels, strict=True))))
         self._remove_stale(len(prompts))
         return path
 

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from t2ilab.utils.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 PREFIX = "eval/"
@@ -33,13 +35,8 @@ def write_metrics_json(result: dict[str, Any], directory: str | os.PathLike, ste
         directory: the run dir.
         step: training step the evaluation belongs to (recorded when given).
     """
-    path = Path(directory) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(result) if step is None else {**result, "step": int(step)}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(directory) / "metrics.json", json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def summary_line(result: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ from PIL import Image
 
 from t2ilab.evaluation.caption_bank import CaptionBank, caption_labeler, retrieve
 from t2ilab.evaluation.images import SampleWriter, list_images, stack_images, to_uint8
+from t2ilab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +226,7 @@ def write_outputs(out_dir: Path, inputs: Inputs, regen: torch.Tensor, records: l
         for stale in (out_dir / name).glob("*.png"):  # an earlier, larger round trip into the same out_dir
             stale.unlink()
         SampleWriter(out_dir / name).write_images(imgs, range(len(imgs)))
-    path = out_dir / "roundtrip.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    path = atomic_write(out_dir / "roundtrip.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     k = min(len(records), int(grid_rows))
     pairs = torch.stack([inputs.images[:k], regen[:k]], 1).flatten(0, 1)  # input, regeneration, input, ...
     labels = [f"{r['caption']} ({r['score']:.2f})" for r in records[:k]]

@@ -7,7 +7,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 
 def ensure_writable_dir(path: str | os.PathLike, option: str) -> Path:
@@ -35,19 +35,25 @@ def read_text_file(path: str | os.PathLike, option: str) -> str:
                          f"re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.txt`)") from e
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` via a same-directory temp file (fsync) + ``os.replace``: readers and
-    crashes (``kill -9``, full disk) never see or leave a partial file (see models/atomic_io.py)."""
-    import torch
-
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any], *,
+                 encoding: str = "utf-8", fsync: bool = True) -> Path:
+    """Write ``path`` completely or not at all: into a temp file in the same directory (flushed, fsync'ed),
+    then ``os.replace`` over the target, so readers (other processes, a resumed run) and crashes (``kill -9``,
+    full disk) never see or leave a partial file. ``data``: text, bytes, or ``fn(binary_file)`` that writes
+    (e.g. ``lambda f: torch.save(obj, f)``). The one temp-file + rename writer of the project; an OSError
+    says that nothing partial was left and the earlier file (if any) is intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode(encoding) if isinstance(data, str) else data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -56,6 +62,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
                                    "and any earlier version of the file is intact") from e
         raise
     return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through :func:`atomic_write` (see models/atomic_io.py for checkpoints)."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def jsonl_rows(lines: Iterable[str], path: str | os.PathLike) -> Iterator[tuple[int, Any, str]]:
