@@ -100,7 +100,7 @@ def test_final_metrics_skip_time_media_and_internal_keys_and_read_the_newest_met
         d = tmp_path / "eval" / f"step_{step:08d}"
         d.mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps({"fid": fid, "meta": {"total_seconds": 4.0}, "step": step}))
-    assert rp.final_metrics(tmp_path) == {"metrics.json/fid": 20.0, "metrics.json/step": 10.0}
+    assert rp.final_metrics(tmp_path) == {"eval/fid": 20.0}  # the newest metrics.json, named as W&B names it
 
 
 def test_environment_diff_names_each_difference():
@@ -163,7 +163,7 @@ def test_an_eval_run_is_reproduced_through_t2ilab_eval(original, tmp_path):
         f"paths.cache_dir={original.parent / 'cache'}", *small)
     r = run("reproduce", str(ev), "--out", str(tmp_path / "again"), check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "-m t2ilab.eval" in r.stdout and "metrics.json/classifier_fd" in r.stdout and "REPRODUCED" in r.stdout
+    assert "-m t2ilab.eval" in r.stdout and "eval/classifier_fd" in r.stdout and "REPRODUCED" in r.stdout
     recorded = json.loads((ev / "metrics.json").read_text())
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert recorded["classifier_fd"] == again["classifier_fd"] and "ckpt_path=null" not in r.stdout

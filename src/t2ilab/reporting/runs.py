@@ -7,32 +7,24 @@ a path may be a run dir or any directory with run dirs below it (a Hydra multiru
 folder of sweeps). Only finished runs (``COMPLETE`` marker) are used; every other one is listed
 with the reason it was left out.
 
-Final metrics, lowest to highest precedence: the newest ``metrics.json`` (evaluation; keys get the
-``eval/`` prefix the W&B logging uses), Lightning's ``metrics.csv`` (``logger=csv``), the W&B run
-summary (offline or online run folder under ``<run_dir>/wandb``). Bookkeeping values (``_*``,
-``epoch``, ``trainer/global_step``, ``lr-*`` from the LR monitor, image/media fields) are not
-metrics; ``--metric lr-AdamW`` still asks for an LR explicitly.
+A run's metrics come from the one run reader, ``tracking/run_metrics.read_metrics`` (shared with
+``t2ilab.reproduce``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t2ilab.tracking.run_metrics import History, is_bookkeeping, read_metrics  # noqa: F401  (re-exported)
 from t2ilab.tracking.run_status import status_of
 from t2ilab.utils.config import flatten
 
 SKIP_DIRS = {"wandb", "checkpoints", ".hydra", "__pycache__"}  # never hold run dirs
-BOOKKEEPING = {"epoch", "trainer/global_step"}
-EVAL_PREFIX = "eval/"  # t2ilab.evaluation.reporting.PREFIX (not imported: that pulls in torch)
-
-History = dict[str, list[tuple[float, float]]]
 
 
 @dataclass
@@ -57,18 +49,6 @@ class LoadResult:
     excluded: list[str]
 
 
-def _number(v: Any) -> float | None:
-    """A finite float, or None for anything else (bools, strings, NaN, dicts)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(float(v)) else None
-
-
-def is_bookkeeping(key: str) -> bool:
-    """Keys that are logged alongside metrics but are not results."""
-    return key.startswith("_") or key in BOOKKEEPING or key.startswith("lr-") or "/_" in key
-
-
 def _natural(p: Path) -> list[Any]:
     """Sort key: numbers inside names compare as numbers (sweep/10 after sweep/9)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
@@ -86,73 +66,6 @@ def find_run_dirs(root: Path) -> list[Path]:
         else:
             dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
     return sorted(found, key=_natural)
-
-
-def _wandb(run_dir: Path) -> tuple[dict[str, float], History]:
-    """Summary numbers and history of the run's W&B run folders (a resume may add folders)."""
-    from t2ilab.compat.wandb import run_dir_runs
-
-    summary: dict[str, Any] = {}
-    history: History = {}
-    for logged in run_dir_runs(run_dir):  # oldest first
-        summary.update(logged["summary"])
-        for row in logged["history"]:
-            x = _number(row.get("trainer/global_step", row.get("_step")))
-            for k, v in row.items():
-                if (y := _number(v)) is not None and x is not None and not is_bookkeeping(k):
-                    history.setdefault(k, []).append((x, y))
-    media = tuple(k[: -len("_type")] for k in summary if k.endswith("/_type"))  # "samples/grid/", ...
-    final = {k: y for k, v in summary.items()
-             if (y := _number(v)) is not None and not is_bookkeeping(k) and not k.startswith(media)}
-    return final, {k: v for k, v in history.items() if not k.startswith(media)}
-
-
-def _metrics_csv(run_dir: Path) -> tuple[dict[str, float], History]:
-    """Last value and history of every column of Lightning CSVLogger files (oldest version first)."""
-    final: dict[str, float] = {}
-    history: History = {}
-    files = [p for p in run_dir.rglob("metrics.csv") if "wandb" not in p.relative_to(run_dir).parts]
-    for path in sorted(files, key=_natural):
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                x = _parse(row.get("step"))
-                for k, v in row.items():
-                    if k is None or is_bookkeeping(k) or k == "step" or (y := _parse(v)) is None:
-                        continue
-                    final[k] = y
-                    if x is not None:
-                        history.setdefault(k, []).append((x, y))
-    return final, history
-
-
-def _parse(text: str | None) -> float | None:
-    try:
-        return _number(float(text)) if text not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _metrics_json(run_dir: Path) -> tuple[dict[str, float], History]:
-    """Metrics of the newest ``metrics.json`` (by step, then time) and one history point per file."""
-    files = [p for p in run_dir.rglob("metrics.json") if "wandb" not in p.relative_to(run_dir).parts]
-    loaded = []
-    for p in files:
-        try:
-            payload = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(payload, dict):
-            loaded.append((_number(payload.get("step")), p.stat().st_mtime, payload))
-    loaded.sort(key=lambda t: (-1.0 if t[0] is None else t[0], t[1]))
-    final: dict[str, float] = {}
-    history: History = {}
-    for step, _, payload in loaded:
-        values = {EVAL_PREFIX + k: y for k, v in payload.items() if k != "step" and (y := _number(v)) is not None}
-        final = values
-        for k, y in values.items():
-            if step is not None:
-                history.setdefault(k, []).append((step, y))
-    return final, history
 
 
 def sample_grid(run_dir: Path) -> Path | None:
@@ -181,16 +94,6 @@ def hydra_choices(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in choices.items() if k != "hydra" and not k.startswith("hydra/")}
 
 
-def _merge_history(*sources: History) -> History:
-    """Per metric, the first source that has it; points sorted by step, the last value per step kept."""
-    out: History = {}
-    for src in sources:
-        for k, points in src.items():
-            if k not in out:
-                out[k] = sorted(dict(points).items())
-    return out
-
-
 def load_run(run_dir: Path) -> Run | str:
     """The run, or one line saying why it cannot be used."""
     try:
@@ -207,18 +110,12 @@ def load_run(run_dir: Path) -> Run | str:
         return f"{run_dir}: unreadable manifest.json ({e})"
     config = flatten(manifest.get("config") or {})
     choices = {k: v for k, v in hydra_choices(run_dir).items() if k not in config}
-    j_final, j_hist = _metrics_json(run_dir)
-    c_final, c_hist = _metrics_csv(run_dir)
-    try:
-        w_final, w_hist = _wandb(run_dir)
-    except Exception as e:  # noqa: BLE001 - a corrupt W&B log must not hide the other sources
-        return f"{run_dir}: unreadable W&B run ({type(e).__name__}: {e})"
-    final = {**j_final, **c_final, **w_final}
-    if not final:
-        return f"{run_dir}: no final metrics (no W&B summary values, metrics.json or metrics.csv)"
+    metrics = read_metrics(run_dir)
+    if not metrics.final:
+        why = f"; {'; '.join(metrics.notes)}" if metrics.notes else ""
+        return f"{run_dir}: no final metrics (no metrics.json, metrics.csv or W&B summary values{why})"
     seed = manifest.get("seed", config.get("seed"))
-    return Run(run_dir, {**choices, **config}, seed, final, _merge_history(w_hist, c_hist, j_hist),
-               sample_grid(run_dir), choices)
+    return Run(run_dir, {**choices, **config}, seed, metrics.final, metrics.history, sample_grid(run_dir), choices)
 
 
 def _looks_like_wandb_project(text: str) -> bool:

@@ -9,7 +9,6 @@ time-like keys) and ``config_diff`` (catches changed YAML defaults). Entry point
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -185,47 +184,12 @@ def _numeric(summary: Mapping[str, Any]) -> dict[str, float]:
             and not NONDETERMINISTIC.search(k) and not any(k.startswith(m) for m in media)}
 
 
-def _wandb_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The merged summary of every W&B run under ``run_dir/wandb`` (a resume adds one per launch)."""
-    from t2ilab.compat.wandb import run_dir_runs
-
-    try:
-        runs = run_dir_runs(run_dir)
-    except (FileNotFoundError, ValueError):  # an unreadable W&B log: fall back to the other sources
-        runs = []
-    return {k: v for logged in runs for k, v in logged["summary"].items()} if runs else None
-
-
-def _csv_last(run_dir: Path) -> dict[str, Any] | None:
-    """Last non-empty value of each column of the newest CSV-logger file (``logger=csv``)."""
-    files = sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:] or 0))
-    if not files:
-        return None
-    last: dict[str, Any] = {}
-    with files[-1].open(newline="") as f:
-        for row in csv.DictReader(f):
-            last.update({k: float(v) for k, v in row.items() if k and v not in (None, "")})
-    return last
-
-
-def _metrics_json(run_dir: Path) -> dict[str, Any] | None:
-    """``metrics.json`` of an eval run, or the newest ``eval/step_*/metrics.json`` of a training run."""
-    candidates = [run_dir / "metrics.json"] + sorted((run_dir / "eval").glob("step_*/metrics.json"), reverse=True)
-    for path in candidates:
-        if path.is_file():
-            data = json.loads(path.read_text())
-            return {f"metrics.json/{k}": v for k, v in data.items()}
-    return None
-
-
 def final_metrics(run_dir: str | os.PathLike) -> dict[str, float]:
-    """The numeric end-of-run values of a run dir: W&B summary (else the CSV logger's last values)
-    plus the newest ``metrics.json``, without time/throughput/W&B-internal keys. ``{}`` if none."""
-    run_dir = Path(run_dir)
-    logged = _wandb_summary(run_dir)
-    if logged is None:
-        logged = _csv_last(run_dir)
-    return {**_numeric(logged or {}), **_numeric(_metrics_json(run_dir) or {})}
+    """The deterministic end-of-run values of a run dir (the one run reader, ``tracking/run_metrics``:
+    metrics.json > metrics.csv > W&B summary), without time/throughput/W&B-internal keys. ``{}`` if none."""
+    from t2ilab.tracking.run_metrics import read_metrics
+
+    return _numeric(read_metrics(run_dir).final)
 
 
 class Row(NamedTuple):
