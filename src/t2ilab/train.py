@@ -6,6 +6,7 @@ loggers -> ``trainer.fit`` -> optional sample export. Returns ``cfg.optimized_me
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -40,29 +41,42 @@ def resolve_ckpt_path(value: Any, cfg: DictConfig, lead: bool = True) -> str | N
     return None
 
 
-def _check_resume(cfg: DictConfig, lead: bool = True) -> None:
-    """Before any work: resolve ``ckpt_path`` (``auto``); the checkpoint must be readable and fit the
-    composed config; the W&B run id is the checkpoint's (or this run dir's), never a new one.
+def _preflight(cfg: DictConfig, lead: bool = True) -> dict:
+    """Before anything is written: resolve ``ckpt_path`` (``auto``); the checkpoint must be readable and
+    fit the composed config, and a relaunch into a run dir that holds a run with another seed is refused
+    (it would continue that run's weights). Returns the checkpoint's metadata ({} when starting fresh).
     ``lead``: False on DDP ranks > 0 (they only read: rank 0 owns the run dir's files)."""
-    from t2ilab.tracking.loggers import wandb_identity
-
+    auto = str(cfg.ckpt_path) == "auto"
     with open_dict(cfg):
         cfg.ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, lead)
-    meta: dict = {}
-    if cfg.ckpt_path:
-        from t2ilab.models.checkpoint import check_compatible, read_metadata
+    if not cfg.ckpt_path:
+        return {}
+    from t2ilab.models.checkpoint import check_compatible, read_metadata
 
-        _, meta = read_metadata(cfg.ckpt_path)
-        check_compatible(cfg.ckpt_path, meta, cfg)
-        if meta.get("wandb_id"):
-            log.info("resuming W&B run %s", meta["wandb_id"])
+    _, meta = read_metadata(cfg.ckpt_path)
+    check_compatible(cfg.ckpt_path, meta, cfg)
+    old_seed = (meta.get("config") or {}).get("seed")
+    if auto and old_seed is not None and old_seed != cfg.seed:
+        raise ValueError(
+            f"run dir {cfg.paths.run_dir} holds a run with seed={old_seed}; launching seed={cfg.seed} into it would "
+            f"continue that run's weights. Launch into a new run dir (T2ILAB_RUN_NAME=<name> or hydra.run.dir=<dir>; "
+            f"on Slurm each seed needs its own job or name), or pass seed={old_seed} to continue the run")
+    return meta
+
+
+def _identity(cfg: DictConfig, meta: dict, lead: bool) -> None:
+    """The W&B run id is the checkpoint's (or this run dir's), never a new one."""
+    from t2ilab.tracking.loggers import wandb_identity
+
+    if meta.get("wandb_id"):
+        log.info("resuming W&B run %s", meta["wandb_id"])
     if lead:  # ranks > 0 never start a W&B run (and must not race rank 0 for <run_dir>/wandb_id)
         wandb_identity(cfg, cfg.paths.run_dir, meta.get("wandb_id"))
 
 
 def train(cfg: DictConfig) -> float | None:
     """Run one training job described by a composed config (see conf/train.yaml)."""
-    from t2ilab.tracking import run_status
+    from t2ilab.tracking import run_lock, run_status
     from t2ilab.utils.io import ensure_writable_dir
     from t2ilab.utils.schema import validate
 
@@ -74,10 +88,28 @@ def train(cfg: DictConfig) -> float | None:
     lead = rank == 0
     if not lead:
         _quiet_rank(rank)
+    with contextlib.ExitStack() as owner:
+        # one owner per run dir (rank 0 of a DDP job): a second launch into it fails here, naming the holder
+        if lead:
+            owner.enter_context(run_lock.owned(run_dir))
+        try:  # checks that read only: a refused launch leaves the run dir's manifest, config and markers as they were
+            validate(cfg)  # (before torch / Lightning are imported: a wrong value is reported in about a second)
+            meta = _preflight(cfg, lead)
+        except BaseException as e:
+            if lead and run_status.status_of(run_dir) is None and not (Path(run_dir) / "manifest.json").exists():
+                run_status.record_failure(run_dir, e, None)  # a new run dir says why it is empty
+            raise
+        return _train(cfg, run_dir, rank, meta)
+
+
+def _train(cfg: DictConfig, run_dir: Path, rank: int, meta: dict) -> float | None:
+    """The run itself, after every check passed; every ending is recorded."""
+    from t2ilab.tracking import run_status
+
+    lead = rank == 0
     loggers: list[Any] = []
     trainer: L.Trainer | None = None
     try:  # from here on, every ending is recorded (COMPLETE / FAILED, W&B exit code, train.log)
-        validate(cfg)  # (before torch / Lightning are imported: a wrong value is reported in about a second)
         import lightning as L
         import torch
 
@@ -100,7 +132,7 @@ def train(cfg: DictConfig) -> float | None:
         manifest = build_manifest(config, cfg.seed)
         if lead:
             write_manifest(run_dir, manifest)
-        _check_resume(cfg, lead)
+        _identity(cfg, meta, lead)
 
         L.seed_everything(cfg.seed, workers=True)
         if torch.cuda.is_available():
