@@ -63,7 +63,7 @@ def user_error(exc: BaseException) -> BaseException | None:
         return None
     types = _USER_TYPES + _extra_user_types()
     for e in causes(exc):
-        if type(e).__name__ == "NonFiniteLossError" or isinstance(e, types):  # NaN loss: the message advises
+        if type(e).__name__ in ("NonFiniteLossError", "NonFiniteImagesError") or isinstance(e, types):  # NaN: advised
             return e
     return None
 

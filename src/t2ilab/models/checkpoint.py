@@ -127,6 +127,22 @@ def checkpoint_info(ckpt_path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+def refuse_dead_model(ckpt_path: str | os.PathLike, model: Any) -> None:
+    """A checkpoint whose weights (model or EMA) hold NaN/inf generates nothing but NaN: never sample or score
+    it (a diverged trial must not "succeed" with a metric). Names the newest healthy checkpoint beside it."""
+    from t2ilab.models.health import candidates, newest_healthy, unhealthy_reason
+
+    reason = unhealthy_reason(model.state_dict(), limit=float("inf"))  # non-finite only: values are not judged
+    if reason is None:
+        return
+    path = Path(ckpt_path).expanduser()
+    healthy, _ = newest_healthy(p for p in candidates(None, path.parent) if p.resolve() != path.resolve())
+    fix = (f"use a healthy checkpoint of the same run: ckpt_path={healthy}" if healthy is not None else
+           "no healthy checkpoint lies beside it: retrain with a lower learning rate")
+    raise ValueError(f"ckpt_path={ckpt_path} is a diverged model ({reason}): its samples would be NaN and its "
+                     f"metrics meaningless; {fix}")
+
+
 def eval_data_configs(cfg: DictConfig, train_cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     """(data, encoder) configs: the checkpoint's, with this machine's paths and the overrides.
 
@@ -148,6 +164,7 @@ def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, D
     from t2ilab.models.generation import resolve_device
 
     model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
+    refuse_dead_model(cfg.ckpt_path, model)
     model.to(resolve_device(cfg.device))
     data_cfg, enc_cfg = eval_data_configs(cfg, train_cfg)
     check_overrides(cfg.ckpt_path, train_cfg, entry, data=data_cfg, encoder=enc_cfg)

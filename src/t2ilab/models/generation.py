@@ -29,6 +29,10 @@ PROGRESS_DELAY_S = 3.0  # a progress bar appears only for generation that runs l
 _bar: list[Any] = []  # the active generation bar (diffusion reports its denoising steps to it)
 
 
+class NonFiniteImagesError(RuntimeError):
+    """``generate`` returned NaN/inf pixels: nothing is written or scored."""
+
+
 def step_done() -> None:
     """Called by iterative samplers once per network evaluation round (e.g. a DDIM step)."""
     if _bar:
@@ -120,6 +124,12 @@ def iter_generate(model: Any, cond: torch.Tensor, indices: Sequence[int], seed: 
             idx = indices[start:start + batch_size]
             gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in idx]
             out = model.generate(cond[start:start + len(idx)].to(dev), generator=gens, **sampling)
+            if not bool(torch.isfinite(out).all()):  # one check per batch: a dead model never writes or scores
+                bad = [i for i, ok in zip(idx, torch.isfinite(out).flatten(1).all(1).tolist()) if not ok]
+                raise NonFiniteImagesError(
+                    f"generation returned non-finite pixels (NaN/inf) for {len(bad)} of {len(idx)} images (first: "
+                    f"image {bad[0]}) with sampling options {sampling or '(model defaults)'}: the model's weights or "
+                    "these options are unstable; check the checkpoint (a diverged run) or lower guidance_scale")
             bar.update((b + 1) * steps - bar.n)  # one-shot families (GAN, VAE) advance per batch
             yield idx, out
     finally:
