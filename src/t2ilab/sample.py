@@ -49,13 +49,15 @@ def sample(cfg: DictConfig) -> Path:
     from t2ilab.models.generation import model_device, write_samples
     from t2ilab.postprocess import build_chain
     from t2ilab.utils.builders import build_encoder
-    from t2ilab.utils.io import ensure_writable_dir
+    from t2ilab.evaluation.images import claim_sample_dir
     from t2ilab.utils.schema import validate
 
     validate(cfg)
     if not isinstance(cfg.get("grid", True), bool):
         raise ValueError(f"grid={cfg.grid!r} must be true or false")
-    out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")  # before any work
+    if not isinstance(cfg.get("overwrite", False), bool):
+        raise ValueError(f"overwrite={cfg.overwrite!r} must be true or false")
+    out_dir = claim_sample_dir(cfg.out_dir, bool(cfg.get("overwrite", False)))  # before any work; never a user's file
     prompts = read_prompts(cfg.prompts, cfg.prompts_file)
     chain = build_chain(cfg.get("postprocess"))  # a bad step fails here, before any work
     guidance = cfg.get("clip_guidance") or {}

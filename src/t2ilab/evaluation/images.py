@@ -133,28 +133,85 @@ class SampleWriter:
         from t2ilab.models.generation import image_seed
 
         labels = [None] * len(prompts) if labels is None else list(labels)
+        listed_before = listed_files(self.dir)
         path = atomic_write(self.dir / SAMPLE_INDEX, "".join(
             json.dumps(sample_record(i, p, image_seed(seed, i), sampling, y)) + "\n"
             for i, (p, y) in enumerate(zip(prompts, labels, strict=True))))
-        self._remove_stale(len(prompts))
+        self._remove_stale(len(prompts), listed_before)
         return path
 
-    def _remove_stale(self, n: int) -> None:
+    def _remove_stale(self, n: int, listed_before: set[str]) -> None:
+        """Remove ``NNNNNN.png`` of an earlier, larger export into this folder — only files that export's own
+        prompts.jsonl listed (a file someone else put here is never deleted)."""
         stale, other = [], []
         for p in self.dir.iterdir():
             if p.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
-            if _SAMPLE_NAME.fullmatch(p.name) and int(p.stem) >= n:
+            if _SAMPLE_NAME.fullmatch(p.name) and int(p.stem) >= n and p.name in listed_before:
                 stale.append(p)
-            elif not _SAMPLE_NAME.fullmatch(p.name):
+            elif not _SAMPLE_NAME.fullmatch(p.name) or int(p.stem) >= n:
                 other.append(p.name)
         for p in stale:
             p.unlink(missing_ok=True)
         if stale:
             log.info("removed %d stale sample PNGs (index >= %d) from %s", len(stale), n, self.dir)
         if other:
-            log.warning("%s holds %d image files that are not samples (%s...): tools reading the folder "
-                        "(torch-fidelity, clean-fid) will count them", self.dir, len(other), sorted(other)[:3])
+            log.warning("%s holds %d image files that are not samples of this export (%s...): tools reading the "
+                        "folder (torch-fidelity, clean-fid) will count them", self.dir, len(other), sorted(other)[:3])
+
+
+def listed_files(directory: str | os.PathLike) -> set[str]:
+    """File names the folder's ``prompts.jsonl`` lists (what an earlier t2ilab export wrote there); empty
+    when there is no (readable) index."""
+    path = Path(directory) / SAMPLE_INDEX
+    names: set[str] = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return names
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("file"), str) and "/" not in row["file"]:
+            names.add(row["file"])
+    return names
+
+
+def claim_sample_dir(out_dir: str | os.PathLike, overwrite: bool, option: str = "out_dir") -> Path:
+    """The folder a sample export may write into, checked before any work; nothing is removed on error.
+
+    An empty or new folder is used as is. A folder holding files is refused unless ``overwrite`` — then only
+    what an earlier export wrote there (listed in its ``prompts.jsonl``, that index, and the grid beside the
+    folder) is removed; a file of anyone else that the export would overwrite (``NNNNNN.png``) is refused."""
+    from t2ilab.tracking.grid import grid_path_beside
+    from t2ilab.utils.io import ensure_writable_dir
+
+    p = Path(str(out_dir)).expanduser()
+    existing = sorted(x.name for x in p.iterdir() if not x.name.startswith(".t2ilab-write-test-")) \
+        if p.is_dir() else []
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{option}={p} already holds {len(existing)} file(s) ({', '.join(existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}); nothing was written. Choose another {option}, or pass "
+            "overwrite=true to replace what an earlier sample export wrote there (the files its prompts.jsonl "
+            "lists; other files are kept)")
+    p = ensure_writable_dir(p, option)
+    if existing:
+        ours = listed_files(p)
+        theirs = [n for n in existing if n not in ours and n != SAMPLE_INDEX and _SAMPLE_NAME.fullmatch(n)]
+        if theirs:
+            raise FileExistsError(
+                f"{option}={p} holds {len(theirs)} sample-named file(s) no t2ilab export listed ({', '.join(theirs[:4])}"
+                f"{', ...' if len(theirs) > 4 else ''}): the export would overwrite them; nothing was written. "
+                f"Choose another {option}")
+        removed = [p / n for n in sorted(ours) if (p / n).is_file()] + [p / SAMPLE_INDEX]
+        grid = grid_path_beside(p)
+        for x in [*removed, grid]:
+            x.unlink(missing_ok=True)
+        log.info("overwrite=true: removed %d files of an earlier export from %s (other files kept)", len(removed), p)
+    return p
 
 
 _SAMPLE_NAME = re.compile(r"\d{6,}\.png")
