@@ -94,3 +94,16 @@ def test_a_short_run_is_quiet_keeps_the_config_in_a_file_and_resumes_without_the
     assert "resuming from" in out or "ckpt_path=auto: resuming" in out
     for noise in NOISE:
         assert noise not in out, f"{noise!r} printed on resume:\n{out[-3000:]}"
+
+
+@pytest.mark.parametrize(("arg", "says"), [
+    ("trainer.max_steps=0", "trainer.max_steps=0 is out of range: must be >= 1"),
+    ("trainer.max_steps=-1", "trainer.max_steps=-1 is out of range: must be >= 1"),
+    ("data.batch_size=0", "data.batch_size=0 is out of range: must be >= 1"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr=-1 is out of range: must be > 0"),
+    ("model.cond_drop_prob=1.5", "model.cond_drop_prob=1.5 is out of range: must be in [0, 1)"),
+])
+def test_a_value_of_the_right_type_but_out_of_range_is_refused_before_any_work(tmp_path, arg, says):
+    r = run("train", arg, f"hydra.run.dir={tmp_path / 'run'}", "logger=none", timeout=120)
+    assert r.returncode == 2 and says in r.stderr, (r.stdout + r.stderr)[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "manifest.json").exists()

@@ -194,7 +194,8 @@ def write_search(tmp_path: Path, params: dict) -> Path:
 @pytest.mark.parametrize(("params", "message"), [
     ({"model.optimizer.lrr": "interval(1e-4, 1e-3)"}, "Could not override 'model.optimizer.lrr'"),
     ({"model.prediction": "choice(epsilon, x0)"}, "model.prediction='x0' (str) must be one of"),
-], ids=["unknown-key", "invalid-choice"])
+    ({"model.cond_drop_prob": "interval(0.0, 1.5)"}, "model.cond_drop_prob=1.5 is out of range: must be in [0, 1)"),
+], ids=["unknown-key", "invalid-choice", "out-of-range-end"])
 def test_a_bad_search_space_fails_before_any_job(tmp_path, params, message):
     conf = write_search(tmp_path / "conf", params)
     sweep_dir = tmp_path / "sweep"

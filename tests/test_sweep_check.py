@@ -34,3 +34,12 @@ def test_a_bad_sweep_launches_nothing(tmp_path):
             f"paths.output_dir={tmp_path / 'out'}", check=False)
     assert r.returncode == 2 and "no job was launched" in r.stderr and "model.nonexist" in r.stderr, r.stderr[-2000:]
     assert not sweep.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_value_of_the_right_type_but_out_of_range_launches_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run("train", "-m", "debug=fast", "model.cond_drop_prob=0.1,1.5", f"hydra.sweep.dir={sweep}",
+            f"paths.output_dir={tmp_path / 'out'}", check=False)
+    assert r.returncode == 2 and "no job was launched" in r.stderr, r.stderr[-2000:]
+    assert "model.cond_drop_prob=1.5 is out of range: must be in [0, 1)" in r.stderr
+    assert not sweep.exists() and not (tmp_path / "out").exists()

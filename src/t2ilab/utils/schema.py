@@ -81,47 +81,73 @@ def check_node(values: Any, schema: type, prefix: str, errors: list[str]) -> Non
             example = f.metadata.get("example")
             hint = f", e.g. {key}={example}" if example is not None else ""
             errors.append(f"  {key}={v!r} ({type(v).__name__}) must be {describe(tp)}{hint}")
+        elif (bad := out_of_range(v, f.metadata.get("range"))) is not None:
+            example = f.metadata.get("example")
+            hint = f", e.g. {key}={example}" if example is not None else ""
+            errors.append(f"  {key}={v!r} is out of range: must be {bad}{hint}")
 
 
-def _ex(example: Any, tp_default: Any = dataclasses.MISSING) -> Any:
-    return dataclasses.field(default=tp_default, metadata={"example": example})
+def out_of_range(v: Any, bounds: tuple | None) -> str | None:
+    """The allowed range as text when number ``v`` lies outside ``bounds`` = (low, high, low_open, high_open)
+    (None = unbounded on that side), else None. Non-numbers (null, "auto") are not range-checked."""
+    if bounds is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    low, high, low_open, high_open = bounds
+    ok = (low is None or (v > low if low_open else v >= low)) and (high is None or (v < high if high_open else v <= high))
+    if ok:
+        return None
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _ex(example: Any, tp_default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None) -> Any:
+    """A schema field: an example for messages and, for numbers, the allowed range (the one declaration of
+    it: train, sample, eval, the multirun pre-launch check and the Optuna search-space check all read it)."""
+    meta: dict[str, Any] = {"example": example}
+    if any(b is not None for b in (ge, gt, le, lt)):
+        meta["range"] = (gt if gt is not None else ge, lt if lt is not None else le, gt is not None, lt is not None)
+    return dataclasses.field(default=tp_default, metadata=meta)
 
 
 # ---------------------------------------------------------------- group schemas
 @dataclasses.dataclass
 class TrainerSchema:
-    max_steps: int = _ex(20000)
+    max_steps: int = _ex(20000, ge=1)
     max_epochs: int = _ex(-1)
     val_check_interval: Optional[float] = _ex(1000)
     limit_val_batches: Optional[float] = _ex(8)
-    log_every_n_steps: int = _ex(25)
-    gradient_clip_val: Optional[float] = _ex(1.0)
-    accumulate_grad_batches: int = _ex(1)
-    num_nodes: int = _ex(1)
+    log_every_n_steps: int = _ex(25, ge=1)
+    gradient_clip_val: Optional[float] = _ex(1.0, ge=0)
+    accumulate_grad_batches: int = _ex(1, ge=1)
+    num_nodes: int = _ex(1, ge=1)
     enable_progress_bar: bool = _ex("false")
 
 
 @dataclasses.dataclass
 class DataSchema:
-    image_size: int = _ex(32)
-    channels: int = _ex(3)
-    batch_size: int = _ex(64)
-    num_workers: int = _ex(0)
+    image_size: int = _ex(32, ge=4)
+    channels: int = _ex(3, ge=1)
+    batch_size: int = _ex(64, ge=1)
+    num_workers: int = _ex(0, ge=0)
     pin_memory: bool = _ex("false")
     seed: int = _ex(0)
     condition_source: choices("ConditionSource", ("text", "image_embedding")) = _ex("image_embedding")  # type: ignore[valid-type]
     # shapes
-    num_train: int = _ex(20000)
-    num_val: int = _ex(1000)
-    num_test: int = _ex(1000)
-    max_shapes: int = _ex(2)
-    two_shape_prob: float = _ex(0.3)
-    supersample: int = _ex(4)
+    num_train: int = _ex(20000, ge=1)
+    num_val: int = _ex(1000, ge=1)
+    num_test: int = _ex(1000, ge=1)
+    max_shapes: int = _ex(2, ge=1)
+    two_shape_prob: float = _ex(0.3, ge=0, le=1)
+    supersample: int = _ex(4, ge=1)
     # class prompts / caption folders
     resize_mode: choices("ResizeMode", ("pad", "resize")) = _ex("pad")  # type: ignore[valid-type]
-    val_size: int = _ex(5000)
-    limit_train: Optional[int] = _ex(5000)
-    val_fraction: float = _ex(0.05)
+    val_size: int = _ex(5000, ge=1)
+    limit_train: Optional[int] = _ex(5000, ge=1)
+    val_fraction: float = _ex(0.05, gt=0, lt=1)
 
 
 @dataclasses.dataclass
@@ -131,8 +157,8 @@ class EncoderSchema:
     checkpoint_path: Optional[str] = _ex("/path/open_clip.bin")
     random_init: bool = _ex("false")
     seed: int = _ex(0)
-    batch_size: int = _ex(256)
-    dim: Optional[int] = _ex(512)
+    batch_size: int = _ex(256, ge=1)
+    dim: Optional[int] = _ex(512, ge=1)
     # hf_text (encoders/hf_text.py; the tuple repeats hf_text.POOLINGS: importing it would load transformers)
     model_name_or_path: str = _ex("sentence-transformers/all-MiniLM-L6-v2")
     revision: Optional[str] = _ex("main")
