@@ -43,3 +43,35 @@ def test_a_value_of_the_right_type_but_out_of_range_launches_nothing(tmp_path):
     assert r.returncode == 2 and "no job was launched" in r.stderr, r.stderr[-2000:]
     assert "model.cond_drop_prob=1.5 is out of range: must be in [0, 1)" in r.stderr
     assert not sweep.exists() and not (tmp_path / "out").exists()
+
+
+def _launcher_cfg(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from t2ilab.utils.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_slurm_tasks_follow_the_devices_and_a_mismatch_is_refused_before_submission():
+    from t2ilab.utils.sweep_check import SweepError, check_launcher
+
+    cfg = _launcher_cfg("hydra/launcher=slurm", "trainer=gpu")
+    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.mem_gb == 32
+    check_launcher(cfg)
+    ddp = _launcher_cfg("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "hydra.launcher.gpus_per_node=4")
+    assert ddp.hydra.launcher.tasks_per_node == 4 and ddp.hydra.launcher.mem_gb == 128  # memory per GPU
+    check_launcher(ddp)
+    with pytest.raises(SweepError, match=r"tasks_per_node=2 but trainer.devices=1: Slurm would start 2 processes"):
+        check_launcher(_launcher_cfg("hydra/launcher=slurm", "trainer=gpu", "hydra.launcher.tasks_per_node=2"))
+    with pytest.raises(SweepError, match=r"trainer.devices=2 but hydra.launcher.gpus_per_node=1"):
+        check_launcher(_launcher_cfg("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=2"))
+    cpu = _launcher_cfg("hydra/launcher=slurm_cpu")
+    assert (cpu.hydra.launcher.gpus_per_node, cpu.hydra.launcher.tasks_per_node, cpu.hydra.launcher.mem_gb) == (0, 1, 4)
+
+
+def test_a_launcher_without_multirun_says_it_trains_here(tmp_path):
+    r = run("train", "hydra/launcher=local", "trainer.max_steps=abc", f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none", check=False)
+    assert "hydra/launcher=local takes effect only with -m (multirun)" in r.stdout + r.stderr

@@ -51,6 +51,16 @@ def package_path(package: str, subpath: str = "") -> str:
     return os.path.join(next(iter(spec.submodule_search_locations)), subpath)
 
 
+def slurm_tasks(devices: object, gpus_per_node: object) -> int:
+    """Slurm tasks per node for a training: one per device Lightning uses (``trainer.devices`` when it is a
+    number or a list), else (``auto``) one per GPU of the node, at least 1."""
+    if isinstance(devices, (list, tuple)) or (hasattr(devices, "__len__") and not isinstance(devices, str)):
+        return max(1, len(devices))  # type: ignore[arg-type]
+    if str(devices).lstrip("-").isdigit() and int(str(devices)) > 0:
+        return int(str(devices))
+    return max(1, int(gpus_per_node or 0))
+
+
 def _register():
     """OmegaConf >= 2.4 names the typed-resolver API ``register_resolver`` (and deprecates
     ``register_new_resolver``); in 2.3 ``register_resolver`` is the old string-only API."""
@@ -68,5 +78,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("t2ilab.eval"):
         # small arithmetic in configs, e.g. ${t2ilab.eval:'${data.image_size} // 8'}
         register("t2ilab.eval", lambda expr: eval(expr, {"__builtins__": {}}))
+    if not OmegaConf.has_resolver("t2ilab.slurm_tasks"):
+        register("t2ilab.slurm_tasks", slurm_tasks)
     if not OmegaConf.has_resolver("t2ilab.package_path"):
         register("t2ilab.package_path", package_path)

@@ -65,16 +65,48 @@ def check_sweep(config_name: str, overrides: list[str]) -> int:
     return len(jobs)
 
 
+def check_launcher(config: DictConfig) -> None:
+    """A Slurm launcher must start one task per training process: ``tasks_per_node`` equal to
+    ``trainer.devices`` when that is a number (a mismatch starts several full copies of one training, or
+    a DDP job waiting for ranks that never come). Raises SweepError naming both values and the fix."""
+    launcher = config.hydra.get("launcher") or {}
+    if "slurm" not in str(launcher.get("_target_", "")).lower():
+        return
+    try:
+        tasks, devices = launcher.get("tasks_per_node"), config.trainer.get("devices")
+    except Exception:  # noqa: BLE001 - unresolvable here: the job's own check reports it
+        return
+    gpus, accel = launcher.get("gpus_per_node"), str(config.trainer.get("accelerator", "auto"))
+    if str(devices).isdigit() and accel in ("gpu", "cuda") and gpus is not None and int(devices) > int(gpus):
+        raise SweepError(f"trainer.devices={devices} but hydra.launcher.gpus_per_node={gpus}: the job would ask "
+                         f"Slurm for fewer GPUs than the training uses; no job was launched. Set "
+                         f"hydra.launcher.gpus_per_node={devices}")
+    if isinstance(devices, (list, tuple)) or str(devices).isdigit():
+        want = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+        if tasks is not None and int(tasks) != want:
+            raise SweepError(
+                f"hydra.launcher.tasks_per_node={tasks} but trainer.devices={devices}: Slurm would start {tasks} "
+                f"processes per node for a training that uses {want} device(s); no job was launched. Leave "
+                f"tasks_per_node unset (it follows trainer.devices) or set trainer.devices={tasks} trainer=ddp")
+
+
 class ValidateSweep(Callback):
     """``on_multirun_start``: refuse a sweep with an invalid key or value before launching anything."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
-            return  # other sweepers (ours for Optuna: hydra_plugins/t2ilab_optuna_sweeper) check their own space
-        overrides = list(config.hydra.overrides.task)
         try:
-            n = check_sweep(config.hydra.job.config_name, overrides)
+            check_launcher(config)
+            if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+                return  # other sweepers (ours for Optuna: t2ilab/sweeps/optuna_sweeper.py) check their own space
+            n = check_sweep(config.hydra.job.config_name, list(config.hydra.overrides.task))
         except SweepError as e:  # SystemExit: Hydra turns callback Exceptions into mere warnings
             print(f"Error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         log.info("sweep checked before launch: %d job config(s) composed and type-checked", n)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A launcher only acts in a multirun: say so instead of training here without a word."""
+        choice = str((config.hydra.runtime.get("choices") or {}).get("hydra/launcher") or "basic")
+        if choice != "basic":
+            log.warning("hydra/launcher=%s takes effect only with -m (multirun): this run trains here, in this "
+                        "process; add -m to submit it through the launcher", choice)
