@@ -182,3 +182,15 @@ def test_a_job_launched_by_submitit_is_reproduced_through_its_task():
     assert rp.entry_module({"command": submitit, "config": {"task_name": "train"}}) == "train"
     with pytest.raises(rp.ReproError, match="cannot tell which entry point"):
         rp.entry_module({"command": submitit, "config": {}})
+
+
+def test_the_default_rerun_dir_is_outside_the_sweep(tmp_path):
+    import datetime as dt
+
+    from t2ilab.reproduce import default_out_dir
+
+    job = tmp_path / "outputs" / "multiruns" / "2026-12-07" / "03-00-00_ab" / "4"
+    when = dt.datetime(2026, 12, 7, 4, 5, 6)
+    assert default_out_dir(job, when) == tmp_path / "outputs" / "reproduce" / "2026-12-07_03-00-00_ab_4-repro-20261207-040506"
+    single = tmp_path / "outputs" / "runs" / "2026-12-07" / "03-00-00_cd"
+    assert default_out_dir(single, when).parent == tmp_path / "outputs" / "reproduce"

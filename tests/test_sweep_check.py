@@ -75,3 +75,24 @@ def test_a_launcher_without_multirun_says_it_trains_here(tmp_path):
     r = run("train", "hydra/launcher=local", "trainer.max_steps=abc", f"hydra.run.dir={tmp_path / 'run'}",
             "logger=none", check=False)
     assert "hydra/launcher=local takes effect only with -m (multirun)" in r.stdout + r.stderr
+
+
+@pytest.mark.slow  # two short trainings and a resubmission (~40 s on 2 cores)
+def test_a_resubmitted_sweep_skips_its_complete_jobs(tmp_path):
+    import json
+
+    from cli_helpers import TINY
+
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "debug=fast", *TINY, "seed=1,2", "logger=none", "callbacks.sample_grid=null",
+            f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    run(*args, timeout=900)
+    markers = {d.name: (d / "COMPLETE").read_text() for d in sorted(sweep.glob("[0-9]"))}
+    ckpts = {d.name: (d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in sorted(sweep.glob("[0-9]"))}
+    assert set(markers) == {"0", "1"}
+    again = run(*args, timeout=900)
+    assert again.stdout.count("is COMPLETE (step 4): skipped") == 2, again.stdout[-3000:]
+    assert {d: (sweep / d / "COMPLETE").read_text() for d in markers} == markers  # untouched
+    assert {d: (sweep / d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in ckpts} == ckpts
+    forced = run(*[a for a in args if a != "seed=1,2"], "seed=1", "skip_complete=false", timeout=900)
+    assert "skipped" not in forced.stdout and json.loads((sweep / "0" / "COMPLETE").read_text())["status"] == "COMPLETE"

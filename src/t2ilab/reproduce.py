@@ -28,10 +28,17 @@ def warn(message: str) -> None:
 
 
 def default_out_dir(run_dir: Path, now: dt.datetime | None = None) -> Path:
-    """``<run_dir>/../<name>-repro-<YYYYmmdd-HHMMSS>`` (``_<pid>`` appended if taken): next to the
-    original, never inside it."""
+    """``<outputs>/reproduce/<run name>-repro-<YYYYmmdd-HHMMSS>`` (``_<pid>`` appended if taken), where
+    ``<outputs>`` holds the run's ``runs/`` or ``multiruns/`` tree (else ``./outputs``): never inside the
+    original and never inside a sweep dir (a report of the sweep would count the rerun as one of its runs)."""
     run_dir = Path(run_dir).resolve()
-    out = run_dir.parent / f"{run_dir.name}-repro-{(now or dt.datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    root, name = Path.cwd() / "outputs", run_dir.name
+    for parent in run_dir.parents:
+        if parent.name in ("runs", "multiruns"):
+            root, name = parent.parent, "_".join(run_dir.relative_to(parent).parts)
+            break
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    out = root / "reproduce" / f"{name}-repro-{stamp}"
     return out.with_name(f"{out.name}_{os.getpid()}") if out.exists() else out
 
 
@@ -44,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Extra Hydra overrides go after `--` (e.g. `-- trainer=gpu`); the run is then not an exact "
                "reproduction. Exit codes: 0 match / nothing to compare, 1 mismatch, 2 bad input, 3 rerun failed.")
     p.add_argument("run_dir", help="the finished run dir (holds manifest.json and COMPLETE)")
-    p.add_argument("--out", help="the new run dir (default: <RUN_DIR>/../<name>-repro-<YYYYmmdd-HHMMSS>); "
+    p.add_argument("--out", help="the new run dir (default: <outputs>/reproduce/<name>-repro-<YYYYmmdd-HHMMSS>); "
                                  "must not exist or be empty")
     p.add_argument("--rtol", type=float, default=rp.DEFAULT_RTOL,
                    help="relative tolerance (default %(default)g): ok when |diff| <= atol + rtol*|recorded|")

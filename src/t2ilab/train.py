@@ -99,7 +99,40 @@ def train(cfg: DictConfig) -> float | None:
             if lead and run_status.status_of(run_dir) is None and not (Path(run_dir) / "manifest.json").exists():
                 run_status.record_failure(run_dir, e, None)  # a new run dir says why it is empty
             raise
+        if lead and _skip_complete(cfg, run_dir):
+            return _recorded_objective(cfg, run_dir)
         return _train(cfg, run_dir, rank, meta)
+
+
+def _skip_complete(cfg: DictConfig, run_dir: Path) -> bool:
+    """A resubmitted sweep (same sweep dir) does not re-run its COMPLETE jobs: the job's run dir is COMPLETE
+    and the preflight found the same run (same structure, same seed). ``skip_complete=false`` forces a rerun;
+    single runs relaunched by hand are not skipped (they resume, e.g. to train longer)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from t2ilab.tracking import run_status
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    status = run_status.status_of(run_dir)
+    if not (multirun and cfg.get("skip_complete", True) and status and status.get("status") == "COMPLETE"):
+        return False
+    log.info("run dir %s is COMPLETE (step %s): skipped; skip_complete=false reruns it", run_dir, status.get("step"))
+    return True
+
+
+def _recorded_objective(cfg: DictConfig, run_dir: Path) -> float | None:
+    """``optimized_metric`` of a skipped COMPLETE run, as the run dir recorded it (the one run reader)."""
+    if not cfg.get("optimized_metric"):
+        return None
+    from t2ilab.tracking.objective import ObjectiveError
+    from t2ilab.tracking.run_metrics import read_metrics
+
+    value = read_metrics(run_dir).final.get(str(cfg.optimized_metric))
+    if value is None:
+        raise ObjectiveError(f"run dir {run_dir} is COMPLETE but holds no {cfg.optimized_metric}: rerun it with "
+                             "skip_complete=false")
+    return float(value)
 
 
 def _train(cfg: DictConfig, run_dir: Path, rank: int, meta: dict) -> float | None:
