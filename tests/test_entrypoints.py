@@ -224,3 +224,23 @@ def test_help_is_a_short_page_with_groups_and_examples():
     assert "model: autoencoder, diffusion, gan, latent_diffusion, vae" in out and "README.md" in out
     assert "prompt_expansion: lm, none, templates" in out
     assert len(out.splitlines()) < 40  # not Hydra's full config dump
+
+
+def test_sigterm_during_sample_exits_143_and_marks_the_run_failed(trained, tmp_path):
+    import signal
+    import time
+
+    run_dir, out = tmp_path / "run", tmp_path / "run" / "samples"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "t2ilab.sample", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+                             "prompts=[a red circle]", "num_per_prompt=2000", "batch_size=4", f"hydra.run.dir={run_dir}",
+                             f"paths.cache_dir={trained.parent / 'cache'}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not out.is_dir() and time.time() < deadline and proc.poll() is None:  # out_dir exists: sampling began
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    failed = json.loads((run_dir / "FAILED").read_text())
+    assert "SIGTERM" in failed["reason"]

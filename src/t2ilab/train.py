@@ -33,12 +33,38 @@ def resolve_ckpt_path(value: Any, cfg: DictConfig, lead: bool = True) -> str | N
     ck_dir = Path(ck.get("dirpath") or Path(cfg.paths.run_dir) / "checkpoints")
     for stray in ck_dir.glob(".*.tmp") if lead else ():  # left by a killed save (the target is intact)
         stray.unlink(missing_ok=True)
-    last = ck_dir / "last.ckpt"
-    if last.is_file():
-        log.info("ckpt_path=auto: resuming from %s", last)
-        return str(last)
+    newest = _newest_checkpoint(ck_dir)
+    if newest is not None:
+        log.info("ckpt_path=auto: resuming from %s", newest)
+        return str(newest)
     log.info("ckpt_path=auto: no checkpoint in %s, starting fresh", ck_dir)
     return None
+
+
+def _newest_checkpoint(ck_dir: Path) -> Path | None:
+    """The checkpoint of the highest step in ``ck_dir``: ``last.ckpt`` unless a periodic ``step=N.ckpt`` is
+    newer (a process killed between writing ``step=N.ckpt`` and ``last.ckpt`` leaves ``last.ckpt`` one
+    interval behind) or ``last.ckpt`` cannot be read."""
+    import re
+
+    last = ck_dir / "last.ckpt"
+    periodic = {int(m.group(1)): p for p in ck_dir.glob("step=*.ckpt") if (m := re.fullmatch(r"step=(\d+)\.ckpt", p.name))}
+    if not last.is_file():
+        return periodic[max(periodic)] if periodic else None
+    if not periodic:
+        return last
+    try:
+        import torch
+
+        last_step = int(torch.load(last, map_location="cpu", mmap=True, weights_only=False).get("global_step", -1))
+    except Exception:  # noqa: BLE001 - an unreadable last.ckpt: the periodic checkpoints are the record
+        log.warning("ckpt_path=auto: %s cannot be read; using the newest periodic checkpoint", last)
+        return periodic[max(periodic)]
+    if max(periodic) > last_step:
+        log.warning("ckpt_path=auto: %s (step %d) is newer than last.ckpt (step %d): the previous process ended "
+                    "between the two saves", periodic[max(periodic)].name, max(periodic), last_step)
+        return periodic[max(periodic)]
+    return last
 
 
 def _preflight(cfg: DictConfig, lead: bool = True) -> dict:
@@ -55,6 +81,10 @@ def _preflight(cfg: DictConfig, lead: bool = True) -> dict:
 
     _, meta = read_metadata(cfg.ckpt_path)
     check_compatible(cfg.ckpt_path, meta, cfg)
+    old_bs = ((meta.get("config") or {}).get("data") or {}).get("batch_size")
+    if old_bs is not None and old_bs != cfg.data.batch_size:
+        log.warning("resuming with data.batch_size=%s (checkpoint had %s): the resumed epoch skips the items the "
+                    "checkpoint's batches covered, so this is not an exact continuation", cfg.data.batch_size, old_bs)
     old_seed = (meta.get("config") or {}).get("seed")
     if auto and old_seed is not None and old_seed != cfg.seed:
         raise ValueError(

@@ -71,7 +71,7 @@ def exit_code(exc: BaseException) -> int:
 
 def describe(exc: BaseException, step: int | None) -> str:
     """One line: what ended the run, at which global step."""
-    if _sigterm(exc):
+    if _sigterm(exc) or isinstance(exc, _Terminated):
         what = "SIGTERM (preempted or killed by the scheduler)"
     elif _interrupted(exc):
         what = "SIGINT (interrupted)"
@@ -135,15 +135,37 @@ def is_interrupt(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def recorded(run_dir: str | os.PathLike) -> Iterator[None]:
     """``sample``/``eval``: mark the (Hydra-created) run dir COMPLETE or FAILED with the reason, so a
-    failed command never leaves an unexplained, empty-looking run dir behind."""
+    failed command never leaves an unexplained, empty-looking run dir behind. SIGTERM (a scheduler's
+    kill, a timeout) is turned into an exit of status 143 that is recorded like any other ending."""
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if _main_thread() else None
     try:
         yield
     except BaseException as e:
         if Path(run_dir).is_dir() and os.access(run_dir, os.W_OK):
-            record_failure(run_dir, e, None)
+            record_failure(run_dir, _as_sigterm(e), None)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if Path(run_dir).is_dir():
         mark(run_dir, "COMPLETE")
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _Terminated(SystemExit):
+    """SIGTERM during sample/eval (described as such in the FAILED marker)."""
+
+
+def _as_sigterm(e: BaseException) -> BaseException:
+    return _Terminated(e.code) if isinstance(e, SystemExit) and e.code == 128 + int(signal.SIGTERM) else e
 
 
 def clear(run_dir: str | os.PathLike) -> dict[str, Any] | None:

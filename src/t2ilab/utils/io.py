@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -60,6 +62,13 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes
         if isinstance(e, OSError):
             raise OSError(e.errno, f"could not write {path} ({e.strerror or e}); nothing partial was left behind "
                                    "and any earlier version of the file is intact") from e
+        if isinstance(e, RuntimeError) and ("inline_container" in str(e) or "PytorchStreamWriter" in str(e)):
+            # torch.save reports a failed write (a full disk, a quota) as an internal RuntimeError
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(errno.EIO, f"could not write {path}: torch's file writer failed ({str(e)[:120]}); "
+                                     f"{free / 2**20:.0f} MiB are free on {path.parent} — a full disk or quota is "
+                                     "the usual cause. Nothing partial was left behind and any earlier version of "
+                                     "the file is intact") from e
         raise
     return path
 
