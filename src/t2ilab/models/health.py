@@ -70,13 +70,16 @@ def newest_healthy(paths: Iterable[Path]) -> tuple[Path | None, list[str]]:
 def advice(trainer: Any) -> str:
     """The guard's recovery advice for a trainer's checkpoints (see the module docstring)."""
     ck = getattr(trainer, "checkpoint_callback", None) if trainer is not None else None
+    fresh = ("no checkpoint was saved yet: start again with a lower learning rate (e.g. a tenth: "
+             "model.optimizer.lr=..., for the GAN model.optimizer_g.lr / optimizer_d.lr) or more warm-up "
+             "(model.lr_warmup_steps)")
     if ck is None:
-        return "no checkpoint was saved yet"
+        return fresh
     paths = candidates(ck.last_model_path or ck.best_model_path or None, getattr(ck, "dirpath", None))
     good, skipped = newest_healthy(paths)
     bad = f"; do not resume from the diverged {', '.join(skipped)}" if skipped else ""
     if good is None:
         return ("no healthy checkpoint exists" + bad + "; start again with a lower learning rate"
-                if paths else "no checkpoint was saved yet")
+                if paths else fresh)
     return (f"the last healthy checkpoint is {good} (resume with ckpt_path={good} and a lower "
             f"learning rate, e.g. a tenth: model.optimizer.lr=...){bad}")
