@@ -55,7 +55,8 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     config = {**OmegaConf.to_container(cfg, resolve=True), "train_data": OmegaConf.to_container(data_cfg),
               "checkpoint": checkpoint_info(cfg.ckpt_path)}
     write_manifest(out_dir, build_manifest(config, cfg.seed))
-    clip = ClipScorer(cfg.metrics.clip, cfg.paths.cache_dir, device).encoder
+    clip = ClipScorer(cfg.metrics.clip, cfg.paths.cache_dir, device,
+                      required_for="the round trip's caption retrieval").encoder
     classifier, why = (rt.reference_classifier(dm, cfg.metrics, cfg.paths.cache_dir, device)
                        if cfg.classifier else (None, "classifier=false"))
     inputs = rt.load_inputs(cfg.inputs, model, encoder, dm, cfg.num_inputs, cfg.seed, cfg.batch_size, sampling,

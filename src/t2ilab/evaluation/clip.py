@@ -30,9 +30,12 @@ class ClipScorer:
         clip_cfg: the ``metrics.clip`` mapping (model_name, pretrained, checkpoint_path, random_init, ...).
         cache_dir: text-embedding cache root (shared with the conditioning encoders).
         device: device of the CLIP model.
+        required_for: the command that cannot run without this CLIP (e.g. the round trip's retrieval): the
+            offline error then names only what works (a local checkpoint), not the metric switches.
     """
 
-    def __init__(self, clip_cfg: Mapping[str, Any], cache_dir: str | os.PathLike | None, device: str | torch.device):
+    def __init__(self, clip_cfg: Mapping[str, Any], cache_dir: str | os.PathLike | None, device: str | torch.device,
+                 required_for: str | None = None):
         from t2ilab.encoders.open_clip_encoder import OpenCLIPEncoder  # heavy import, only when used
 
         kwargs = {k: clip_cfg[k] for k in _ENCODER_KEYS if k in clip_cfg and clip_cfg[k] is not None}
@@ -44,6 +47,8 @@ class ClipScorer:
             msg = str(e).replace("encoder.checkpoint_path", OPTION)
             if OPTION not in msg:
                 msg += f" (CLIP score model: set {OPTION}=/path/to/weights)"
+            if required_for:  # the command cannot work without this CLIP: the switches would not help
+                raise WeightsUnavailableError(f"{required_for} needs a CLIP model: {msg}") from e
             raise WeightsUnavailableError(f"CLIP score: {msg}; or set metrics.clip_score=false / "
                                           f"metrics.skip_unavailable=true") from e
         self.name = repr(self.encoder)
