@@ -48,8 +48,8 @@ def sample(cfg: DictConfig) -> Path:
     from t2ilab.models.checkpoint import load_checkpoint_run
     from t2ilab.models.generation import model_device, write_samples
     from t2ilab.postprocess import build_chain
-    from t2ilab.utils.builders import build_encoder
     from t2ilab.evaluation.images import claim_sample_dir
+    from t2ilab.utils.builders import build_encoder
     from t2ilab.utils.schema import validate
 
     validate(cfg)
@@ -57,12 +57,15 @@ def sample(cfg: DictConfig) -> Path:
         raise ValueError(f"grid={cfg.grid!r} must be true or false")
     if not isinstance(cfg.get("overwrite", False), bool):
         raise ValueError(f"overwrite={cfg.overwrite!r} must be true or false")
-    out_dir = claim_sample_dir(cfg.out_dir, bool(cfg.get("overwrite", False)))  # before any work; never a user's file
+    for key in ("num_per_prompt", "batch_size"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"{key}={cfg[key]} is out of range: must be >= 1")
     prompts = read_prompts(cfg.prompts, cfg.prompts_file)
     chain = build_chain(cfg.get("postprocess"))  # a bad step fails here, before any work
     guidance = cfg.get("clip_guidance") or {}
     if float(guidance.get("scale") or 0) < 0:
         raise ValueError(f"clip_guidance.scale={guidance.scale} must be >= 0 (0 = off)")
+    out_dir = claim_sample_dir(cfg.out_dir, bool(cfg.get("overwrite", False)))  # after the checks; never a user's file
     model, train_cfg, _, enc_cfg = load_checkpoint_run(cfg, "sample")  # (the one loading path of every entry point)
     device = str(model_device(model))
     encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training (tokens, prompt expansion)
