@@ -5,6 +5,7 @@ a tiny model/data override set, ``run`` (W&B offline, the command's stderr in th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,9 @@ def wandb_run(run_dir: Path) -> Path:
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def copy_of(run_dir: Path, dest: Path) -> Path:
+    """A copy of a run dir (its checkpoints' recorded paths still name the original; nothing reads them)."""
+    shutil.copytree(run_dir, dest)
+    return dest

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cli_helpers import TINY, run
+from cli_helpers import copy_of, run
 from t2ilab.models.generation import NonFiniteImagesError, iter_generate
 
 
@@ -27,10 +27,25 @@ def test_generation_of_non_finite_pixels_stops_before_anything_is_yielded():
         list(iter_generate(_NaNModel(), torch.ones(2, 3), [0, 1], seed=0, batch_size=2))
 
 
-def test_sample_and_eval_refuse_a_diverged_checkpoint_and_name_a_healthy_one(tmp_path):
-    run_dir = tmp_path / "run"
-    run("train", "debug=fast", *TINY, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "logger=none", "callbacks.sample_grid=null", timeout=600)
+def test_a_diverged_checkpoint_is_refused_naming_a_healthy_one_beside_it(tmp_path):
+    from t2ilab.models.checkpoint import refuse_dead_model
+
+    net = torch.nn.Linear(2, 2)
+    healthy = tmp_path / "step=0000002.ckpt"
+    torch.save({"state_dict": net.state_dict()}, healthy)
+    refuse_dead_model(healthy, net)  # finite: accepted
+    with torch.no_grad():
+        net.weight[0, 0] = float("nan")
+    dead = tmp_path / "last.ckpt"
+    torch.save({"state_dict": net.state_dict()}, dead)
+    with pytest.raises(ValueError, match=rf"ckpt_path={dead} is a diverged model \(non-finite values in weight\).*"
+                                         rf"ckpt_path={healthy}"):
+        refuse_dead_model(dead, net)
+
+
+@pytest.mark.slow  # sample + eval subprocesses (~25 s on 2 cores); the refusal itself is tested above
+def test_sample_and_eval_refuse_a_diverged_checkpoint_and_name_a_healthy_one(finished_run, tmp_path):
+    run_dir = copy_of(finished_run, tmp_path / "run")
     healthy = run_dir / "checkpoints" / "step=0000002.ckpt"
     assert healthy.is_file()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
