@@ -75,6 +75,7 @@ def test_t2ilab_debug_shows_the_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr and "trainer.max_steps='abc'" in r.stderr
 
 
+@pytest.mark.slow  # two short trainings (~23 s on 2 cores); CI runs it (.ci/run leg 1)
 def test_a_short_run_is_quiet_keeps_the_config_in_a_file_and_resumes_without_the_dataloader_warning(tmp_path):
     run_dir = tmp_path / "run"
     common = ["debug=fast", *TINY, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}",

@@ -47,6 +47,7 @@ def test_the_lock_is_released_when_the_owner_ends():
             pass
 
 
+@pytest.mark.slow  # a training + three refused relaunches (~20 s on 2 cores); CI runs it (.ci/run leg 1)
 def test_a_refused_relaunch_leaves_the_run_as_it_was(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path / "run")
     common = ["debug=fast", *TINY, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
