@@ -7,6 +7,7 @@ resumed step, and behaves like Lightning's TQDM bar otherwise (validation bars, 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -19,12 +20,17 @@ class StepProgressBar(TQDMProgressBar):
     def _step_based(trainer: Any) -> bool:
         return trainer.max_steps is not None and trainer.max_steps > 0
 
+    def on_train_start(self, trainer: Any, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
+        self._t0, self._step0 = time.time(), trainer.global_step  # (a resumed run starts at its step)
+
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
+        super().on_train_epoch_start(trainer, *args)  # (Lightning resets the bar: its clock too)
         if self._step_based(trainer) and self.train_progress_bar is not None:
             bar = self.train_progress_bar
-            bar.total, bar.initial = trainer.max_steps, 0
+            bar.total, bar.initial = trainer.max_steps, getattr(self, "_step0", 0)
             bar.n = trainer.global_step
+            bar.start_t = getattr(self, "_t0", bar.start_t)  # elapsed and steps/s over the whole run, not the epoch
             bar.set_description(f"step (epoch {trainer.current_epoch})")
             bar.refresh()
 
