@@ -12,7 +12,6 @@ for the configured loggers.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -21,8 +20,6 @@ import torch
 
 from t2ilab.evaluation.images import save_png, to_uint8
 from t2ilab.utils.io import atomic_write
-
-log = logging.getLogger(__name__)
 
 INDEX, GRID, METRICS = "edits.jsonl", "edits_grid.png", "metrics.json"
 PREFIX = "edit/"
@@ -35,7 +32,7 @@ def owned(p: Path) -> bool:
 
 def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool, inputs: str | os.PathLike) -> Path:
     """The writable, checked out_dir (see the module docstring); nothing is written or removed on error."""
-    from t2ilab.utils.io import ensure_writable_dir
+    from t2ilab.utils.io import claim_out_dir
 
     p = Path(str(out_dir)).expanduser()
     src = Path(str(inputs)).expanduser()
@@ -43,19 +40,7 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool, inputs: str | o
     if p.resolve() == src_dir.resolve():
         raise ValueError(f"out_dir={p} is the input folder; choose another out_dir (edits are written beside copies "
                          "of their sources, <stem>_src.png / <stem>_edit.png)")
-    existing = sorted(x.name for x in p.iterdir() if not x.name.startswith(".t2ilab-write-test-")) \
-        if p.is_dir() else []
-    if existing and not overwrite:
-        raise FileExistsError(f"out_dir={p} already holds {len(existing)} file(s) ({', '.join(existing[:4])}"
-                              f"{', ...' if len(existing) > 4 else ''}); nothing was written. Choose another out_dir "
-                              "or pass overwrite=true to replace an earlier edit's files")
-    p = ensure_writable_dir(p, "out_dir")
-    if existing:
-        stale = [x for x in p.iterdir() if x.is_file() and owned(x)]
-        for x in stale:
-            x.unlink()
-        log.info("overwrite=true: removed %d files of an earlier edit from %s", len(stale), p)
-    return p
+    return claim_out_dir(p, overwrite, lambda name: owned(p / name), what="an earlier edit's files")
 
 
 def write_pairs(out_dir: Path, stems: Sequence[str], src_u8: torch.Tensor, edit_u8: torch.Tensor) -> None:

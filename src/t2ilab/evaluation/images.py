@@ -180,37 +180,18 @@ def listed_files(directory: str | os.PathLike) -> set[str]:
 
 
 def claim_sample_dir(out_dir: str | os.PathLike, overwrite: bool, option: str = "out_dir") -> Path:
-    """The folder a sample export may write into, checked before any work; nothing is removed on error.
-
-    An empty or new folder is used as is. A folder holding files is refused unless ``overwrite`` — then only
-    what an earlier export wrote there (listed in its ``prompts.jsonl``, that index, and the grid beside the
-    folder) is removed; a file of anyone else that the export would overwrite (``NNNNNN.png``) is refused."""
+    """A sample export's folder, by the one output-folder rule (utils.io.claim_out_dir): what an earlier export
+    owns is what its ``prompts.jsonl`` lists (plus that index, and the grid beside the folder); a
+    sample-named ``NNNNNN.png`` it did not list is refused, since the export would overwrite it."""
     from t2ilab.tracking.grid import grid_path_beside
-    from t2ilab.utils.io import ensure_writable_dir
+    from t2ilab.utils.io import claim_out_dir
 
     p = Path(str(out_dir)).expanduser()
-    existing = sorted(x.name for x in p.iterdir() if not x.name.startswith(".t2ilab-write-test-")) \
-        if p.is_dir() else []
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{option}={p} already holds {len(existing)} file(s) ({', '.join(existing[:4])}"
-            f"{', ...' if len(existing) > 4 else ''}); nothing was written. Choose another {option}, or pass "
-            "overwrite=true to replace what an earlier sample export wrote there (the files its prompts.jsonl "
-            "lists; other files are kept)")
-    p = ensure_writable_dir(p, option)
-    if existing:
-        ours = listed_files(p)
-        theirs = [n for n in existing if n not in ours and n != SAMPLE_INDEX and _SAMPLE_NAME.fullmatch(n)]
-        if theirs:
-            raise FileExistsError(
-                f"{option}={p} holds {len(theirs)} sample-named file(s) no t2ilab export listed ({', '.join(theirs[:4])}"
-                f"{', ...' if len(theirs) > 4 else ''}): the export would overwrite them; nothing was written. "
-                f"Choose another {option}")
-        removed = [p / n for n in sorted(ours) if (p / n).is_file()] + [p / SAMPLE_INDEX]
-        grid = grid_path_beside(p)
-        for x in [*removed, grid]:
-            x.unlink(missing_ok=True)
-        log.info("overwrite=true: removed %d files of an earlier export from %s (other files kept)", len(removed), p)
+    ours = listed_files(p) | {SAMPLE_INDEX}
+    p = claim_out_dir(p, overwrite, ours.__contains__, option=option, collides=_SAMPLE_NAME.fullmatch,
+                      what="what an earlier sample export wrote there (the files its prompts.jsonl lists)")
+    if overwrite:
+        grid_path_beside(p).unlink(missing_ok=True)
     return p
 
 

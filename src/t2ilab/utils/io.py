@@ -37,6 +37,37 @@ def read_text_file(path: str | os.PathLike, option: str) -> str:
                          f"re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.txt`)") from e
 
 
+def claim_out_dir(out_dir: str | os.PathLike, overwrite: bool, owned: Callable[[str], bool], *,
+                  option: str = "out_dir", what: str = "an earlier run's files",
+                  collides: Callable[[str], bool] | None = None) -> Path:
+    """The one rule for a tool's output folder (sample, edit): checked before any work; a folder holding files
+    is refused unless ``overwrite``, which then removes only the files ``owned`` says the tool wrote and keeps
+    every other file. ``collides``: names of files the tool would overwrite although it did not write them
+    (refused even with ``overwrite``). Nothing is removed when an error is raised."""
+    p = Path(str(out_dir)).expanduser()
+    existing = sorted(x.name for x in p.iterdir() if not x.name.startswith(".t2ilab-write-test-")) \
+        if p.is_dir() else []
+    if existing and not overwrite:
+        raise FileExistsError(f"{option}={p} already holds {len(existing)} file(s) ({', '.join(existing[:4])}"
+                              f"{', ...' if len(existing) > 4 else ''}); nothing was written. Choose another "
+                              f"{option}, or pass overwrite=true to replace {what} (other files are kept)")
+    p = ensure_writable_dir(p, option)
+    theirs = [n for n in existing if collides is not None and collides(n) and not owned(n)]
+    if theirs:
+        raise FileExistsError(f"{option}={p} holds {len(theirs)} file(s) no t2ilab export listed "
+                              f"({', '.join(theirs[:4])}{', ...' if len(theirs) > 4 else ''}): this run would "
+                              f"overwrite them; nothing was written. Choose another {option}")
+    removed = [p / n for n in existing if owned(n) and (p / n).is_file()]
+    for x in removed:
+        x.unlink()
+    if removed:
+        import logging
+
+        logging.getLogger(__name__).info("overwrite=true: removed %d files of %s from %s (other files kept)",
+                                         len(removed), what, p)
+    return p
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any], *,
                  encoding: str = "utf-8", fsync: bool = True) -> Path:
     """Write ``path`` completely or not at all: into a temp file in the same directory (flushed, fsync'ed),
