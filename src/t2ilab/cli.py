@@ -3,8 +3,8 @@
 ``python -m t2ilab.train|sample|eval|edit|roundtrip`` call :func:`run` with their ``@hydra.main``
 function. Hydra prints its own (trimmed) traceback and exits 1 for any error, composition errors
 included; here Hydra is asked to re-raise (``HYDRA_FULL_ERROR=1``, its public switch) and the error is
-classified (:mod:`t2ilab.errors`): a user error prints ``Error: <message>`` (plus where the run's log
-is) and exits 2; a bug keeps its traceback. ``T2ILAB_DEBUG=1`` shows tracebacks for everything.
+classified (:mod:`t2ilab.errors`): a user error prints ``Error: <message>`` on stderr
+and exits 2; a bug keeps its traceback. ``T2ILAB_DEBUG=1`` shows tracebacks for everything.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ def run(hydra_main: Callable[[], object]) -> None:
     try:
         hydra_main()
     except BaseException as exc:  # noqa: BLE001 - classified, then reported or re-raised
-        err = None if debug else user_error(exc)
-        if err is None:
-            raise
-        _report(err)
-        raise SystemExit(2) from None
+        _exit_if_user_error(exc, debug)
+        raise
 
 
 def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
@@ -42,19 +39,22 @@ def run_job(task: Callable[[Any], Any], cfg: Any) -> Any:
     try:
         return task(cfg)
     except Exception as exc:  # noqa: BLE001 - classified, then reported or re-raised
-        err = None if debug_requested() or _multirun() else user_error(exc)
-        if err is None:
-            raise
-        _report(err)
-        raise SystemExit(2) from None
+        _exit_if_user_error(exc, debug_requested() or in_multirun())
+        raise
 
 
-def _report(err: BaseException) -> None:
+def _exit_if_user_error(exc: BaseException, keep_traceback: bool) -> None:
+    """A user error: its one message on stderr, then exit 2. Anything else (or ``keep_traceback``): return."""
+    err = None if keep_traceback else user_error(exc)
+    if err is None:
+        return
     print(f"Error: {message(err)}", file=sys.stderr, flush=True)
     print("(T2ILAB_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 
-def _multirun() -> bool:
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -20,10 +20,6 @@ class UserError(Exception):
     """Raised for bad input whose message already says what is wrong and how to fix it."""
 
 
-class ConfigValueError(UserError, ValueError):
-    """A config value of the right key but the wrong type or range."""
-
-
 # Errors whose message is for the user (our checks raise these with a fix in the message).
 _USER_TYPES: tuple[type[BaseException], ...] = (UserError, ValueError, FileNotFoundError, FileExistsError,
                                                 NotADirectoryError, IsADirectoryError, PermissionError)

@@ -138,14 +138,11 @@ def _skip_complete(cfg: DictConfig, run_dir: Path) -> bool:
     """A resubmitted sweep (same sweep dir) does not re-run its COMPLETE jobs: the job's run dir is COMPLETE
     and the preflight found the same run (same structure, same seed). ``skip_complete=false`` forces a rerun;
     single runs relaunched by hand are not skipped (they resume, e.g. to train longer)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+    from t2ilab.cli import in_multirun
     from t2ilab.tracking import run_status
 
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     status = run_status.status_of(run_dir)
-    if not (multirun and cfg.get("skip_complete", True) and status and status.get("status") == "COMPLETE"):
+    if not (in_multirun() and cfg.get("skip_complete", True) and status and status.get("status") == "COMPLETE"):
         return False
     log.info("run dir %s is COMPLETE (step %s): skipped; skip_complete=false reruns it", run_dir, status.get("step"))
     return True

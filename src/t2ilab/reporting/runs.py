@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t2ilab.tracking.run_metrics import History, is_bookkeeping, read_metrics  # noqa: F401  (re-exported)
+from t2ilab.tracking.run_metrics import History, read_metrics
 from t2ilab.tracking.run_status import status_of
 from t2ilab.utils.config import flatten
 

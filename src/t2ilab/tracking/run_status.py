@@ -138,14 +138,14 @@ def recorded(run_dir: str | os.PathLike) -> Iterator[None]:
     failed command never leaves an unexplained, empty-looking run dir behind. SIGTERM (a scheduler's
     kill, a timeout) is turned into an exit of status 143 that is recorded like any other ending."""
     def on_sigterm(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        raise _Terminated(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm) if _main_thread() else None
     try:
         yield
     except BaseException as e:
         if Path(run_dir).is_dir() and os.access(run_dir, os.W_OK):
-            record_failure(run_dir, _as_sigterm(e), None)
+            record_failure(run_dir, e, None)
         raise
     finally:
         if previous is not None:
@@ -161,11 +161,7 @@ def _main_thread() -> bool:
 
 
 class _Terminated(SystemExit):
-    """SIGTERM during sample/eval (described as such in the FAILED marker)."""
-
-
-def _as_sigterm(e: BaseException) -> BaseException:
-    return _Terminated(e.code) if isinstance(e, SystemExit) and e.code == 128 + int(signal.SIGTERM) else e
+    """SIGTERM during sample/eval: exits 143 and is described as SIGTERM in the FAILED marker."""
 
 
 def clear(run_dir: str | os.PathLike) -> dict[str, Any] | None:
