@@ -36,6 +36,10 @@ def test_every_entry_point_starts_and_shows_its_help(module):
     assert "Traceback" not in out
     if module in HYDRA_ENTRY_POINTS:
         assert "Config groups" in r.stdout and "python -m t2ilab." in r.stdout
+        groups = r.stdout.split("Config groups", 1)[1]
+        # only the groups this entry point takes: postprocess belongs to sample, train refuses it
+        assert ("postprocess: " in groups) == (module == "sample"), groups
+        assert ("model: " in groups) == (module == "train"), groups
     else:
         assert "usage:" in r.stdout.lower()
 

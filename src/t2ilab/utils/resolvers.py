@@ -7,8 +7,9 @@ import inspect
 import os
 import secrets
 import time
+from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 # One id per process, fixed at import: every access to ``${t2ilab.run_id:}`` in this process
 # returns the same value, while two launches in the same second get different ids.
@@ -61,6 +62,26 @@ def slurm_tasks(devices: object, gpus_per_node: object) -> int:
     return max(1, int(gpus_per_node or 0))
 
 
+def config_groups(config_name: str) -> str:
+    """The ``--help`` list of the config groups one entry point takes (those in its defaults list), one line
+    per group with its choices: Hydra's own list shows every group of the config tree, including groups
+    another entry point owns (``postprocess`` belongs to sample; train refuses it)."""
+    from t2ilab.utils.config import CONF_DIR
+
+    conf = Path(CONF_DIR)
+    lines = []
+    for entry in OmegaConf.load(conf / f"{config_name}.yaml").get("defaults") or []:
+        if not isinstance(entry, (dict, DictConfig)):
+            continue
+        for key in entry:
+            group = str(key).removeprefix("optional ").removeprefix("override ").strip()
+            if group in ("hydra", "paths") or not (conf / group).is_dir():
+                continue
+            names = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+            lines.append(f"{group}: {', '.join(names)}")
+    return "\n".join(sorted(lines))
+
+
 def _register():
     """OmegaConf >= 2.4 names the typed-resolver API ``register_resolver`` (and deprecates
     ``register_new_resolver``); in 2.3 ``register_resolver`` is the old string-only API."""
@@ -80,5 +101,7 @@ def register_resolvers() -> None:
         register("t2ilab.eval", lambda expr: eval(expr, {"__builtins__": {}}))
     if not OmegaConf.has_resolver("t2ilab.slurm_tasks"):
         register("t2ilab.slurm_tasks", slurm_tasks)
+    if not OmegaConf.has_resolver("t2ilab.config_groups"):
+        register("t2ilab.config_groups", config_groups)
     if not OmegaConf.has_resolver("t2ilab.package_path"):
         register("t2ilab.package_path", package_path)
