@@ -23,7 +23,7 @@ def user_folder(tmp_path):
 
 
 def contents(d):
-    return {p.name: p.read_bytes() for p in d.iterdir()}
+    return {p.name: p.read_bytes() if p.is_file() else "dir" for p in d.iterdir()}
 
 
 def test_sample_refuses_a_users_folder_and_changes_nothing(tmp_path):
@@ -67,3 +67,38 @@ def test_the_writer_removes_stale_samples_it_listed_and_nothing_else(tmp_path):
     assert sorted(p.name for p in d.iterdir()) == ["000000.png", "000001.png", "000009.png", SAMPLE_INDEX]
     assert [json.loads(line)["file"] for line in (d / SAMPLE_INDEX).read_text().splitlines()] == \
         ["000000.png", "000001.png"]
+
+
+@pytest.mark.parametrize("tool", ["eval", "roundtrip"])
+def test_eval_and_roundtrip_refuse_a_folder_holding_another_runs_files(tmp_path, tool):
+    """``out_dir=<a training run dir>`` would overwrite its manifest.json and config: refused before any work."""
+    from t2ilab.eval import evaluate
+    from t2ilab.roundtrip import roundtrip
+
+    d = tmp_path / "train_run"
+    (d / "checkpoints").mkdir(parents=True)
+    for name in ("manifest.json", "config_resolved.yaml", "COMPLETE"):
+        (d / name).write_text(f"the training's {name}")
+    before = contents(d)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(tool, overrides=["ckpt_path=/does/not/exist.ckpt", f"out_dir={d}",
+                                       f"paths.run_dir={tmp_path / 'run'}"])
+    with pytest.raises(FileExistsError, match=r"already holds 4 file\(s\).*nothing was written.*overwrite=true"):
+        (evaluate if tool == "eval" else roundtrip)(cfg)
+    assert contents(d) == before
+
+
+def test_an_eval_out_dir_replaces_only_its_own_files_and_ignores_what_hydra_wrote(tmp_path):
+    from t2ilab.utils.io import claim_run_out_dir
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "eval.log").write_text("log of this launch")
+    assert claim_run_out_dir(run, False, ("samples",), run_dir=run, task_name="eval") == run  # the default: accepted
+    (run / "metrics.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="metrics.json, notes.txt"):
+        claim_run_out_dir(run, False, ("samples",), run_dir=run, task_name="eval")
+    claim_run_out_dir(run, True, ("samples",), run_dir=run, task_name="eval")
+    assert not (run / "metrics.json").exists() and (run / "notes.txt").read_text() == "mine"
+    assert (run / "eval.log").exists() and (run / ".hydra").is_dir()

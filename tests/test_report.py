@@ -257,3 +257,31 @@ def test_html_renders_in_headless_chromium(sweep, tmp_path, capsys):
     gray = Image.open(shot).convert("L")
     dark = sum(gray.histogram()[:128])
     assert dark > 0.005 * gray.width * gray.height  # text, table lines and curves drawn
+
+
+def _synthetic_run(d: Path, task: str, seed: int, metrics: dict) -> Path:
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps({"seed": seed, "config": {"task_name": task, "seed": seed}}))
+    (d / "metrics.json").write_text(json.dumps({**metrics, "meta": {}, "skipped": {}}))
+    mark(d, "COMPLETE", step=10)
+    return d
+
+
+def test_a_mixed_folder_reports_one_kind_and_names_the_rest(tmp_path, capsys):
+    """Train and eval runs never share a table; a dir that looks like a run but has no manifest is named."""
+    root = tmp_path / "mixed"
+    for seed in (1, 2):
+        _synthetic_run(root / f"train{seed}", "train", seed, {"fid": 40.0 + seed})
+    ev = _synthetic_run(root / "eval1", "eval", 0, {"fid": 10.0, "kid": 0.1})
+    orphan = root / "refused"
+    (orphan / ".hydra").mkdir(parents=True)
+    mark(orphan, "FAILED", "ValueError: wrong config value(s)")
+    rc, out, err = report(str(root), "--out", str(tmp_path), capsys=capsys)
+    assert rc == 0, err
+    assert "| 2 |" in out and "eval1" not in out.split("## Excluded")[0]  # two train runs, one group
+    assert f"{ev}: an eval run (report these with --kind eval)" in err
+    assert f"{orphan}: no manifest.json; FAILED before the run started (ValueError: wrong config value(s))" in err
+    rc, out, err = report(str(root), "--kind", "eval", "--out", str(tmp_path), capsys=capsys)
+    assert rc == 0 and "kid" in out and "train1" not in out.split("## Excluded")[0]
+    rc, _, err = report(str(root), "--kind", "sample", "--out", str(tmp_path), capsys=capsys)
+    assert rc == 2 and "found eval, train runs" in err

@@ -55,7 +55,8 @@ def test_a_refused_relaunch_leaves_the_run_as_it_was(finished_run, tmp_path):
     before = snapshot(run_dir)
     assert "COMPLETE" in before and "manifest.json" in before
     for extra, says in ((["data.image_size=16"], "does not fit the composed config"),
-                        (["seed=7"], "holds a run with seed=3")):
+                        (["seed=7"], "seed: run 3 != now 7"),
+                        (["model.optimizer.lr=0.001"], "model.optimizer.lr: run")):
         r = run("train", *common, *extra, check=False, timeout=300)
         assert r.returncode == 2, (r.stdout + r.stderr)[-3000:]
         assert says in r.stderr and "Traceback" not in r.stdout + r.stderr
@@ -66,3 +67,40 @@ def test_a_refused_relaunch_leaves_the_run_as_it_was(finished_run, tmp_path):
     assert "its overrides were" in r.stderr
     hint = r.stderr.split("its overrides were", 1)[1]
     assert "seed=3" in hint and "image_size=16" not in hint
+
+
+def test_slurm_identity_names_the_array_task_and_the_restart(monkeypatch):
+    from t2ilab.tracking.launch import describe_slurm, slurm_identity, slurm_job
+    from t2ilab.utils.resolvers import run_name
+
+    for var in ("T2ILAB_RUN_NAME", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+    env = {"SLURM_JOB_ID": "1004", "SLURM_ARRAY_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "2"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    ident = slurm_identity()
+    assert ident["job"] == "1_3" and ident["job_id"] == "1004" and ident["restart_count"] == 2
+    assert slurm_job() == "1_3" and run_name() == "slurm/1_3"  # not the bare job id: tasks never share a run dir
+    assert describe_slurm(ident) == "Slurm job 1_3 (restart 2)"
+    assert slurm_identity({}) is None and slurm_job({"SLURM_JOB_ID": "7"}) == "7"
+
+
+def test_the_manifest_records_the_users_command_not_submitits(monkeypatch):
+    """A submitit job's argv is ``submitit.core._submit <folder>``; the entry point's command travels in the
+    environment Slurm exports to the job, and the manifest records it with the full Slurm identity."""
+    import sys
+
+    from t2ilab.tracking.launch import remember_command
+    from t2ilab.tracking.manifest import build_manifest
+
+    remember_command(["-m", "t2ilab.train", "-m", "seed=1,2", "hydra/launcher=slurm"])
+    monkeypatch.setattr(sys, "argv", ["/x/submitit/core/_submit.py", "/sweep/.submitit/5_1"])
+    for k, v in {"SLURM_JOB_ID": "6", "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "1"}.items():
+        monkeypatch.setenv(k, v)
+    try:
+        m = build_manifest({}, 1)
+    finally:
+        os.environ.pop("T2ILAB_COMMAND", None)
+    assert m["command"][1:] == ["-m", "t2ilab.train", "-m", "seed=1,2", "hydra/launcher=slurm"]
+    assert m["process_command"][1:] == sys.argv
+    assert m["slurm_job_id"] == "5_1" and m["slurm"]["array_task_id"] == "1" and m["slurm"]["restart_count"] == 0

@@ -132,9 +132,11 @@ def test_preempted_job_is_requeued_and_resumes_in_the_same_run_dir_and_wandb_run
     assert resumed["exit_code"] == 0 and min(steps) >= cut["global_step"] and max(steps) >= max_steps - 1
 
 
-def test_a_submission_slurm_rejects_shows_slurms_message(slurm_env, tmp_path):
-    proc = launch(slurm_env, "seed=1,2", "hydra.launcher.partition=no_such_partition",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
+def test_a_submission_slurm_rejects_is_one_message_and_leaves_no_sweep_dir(slurm_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = launch(slurm_env, "seed=1,2", "hydra.launcher.partition=no_such_partition", f"hydra.sweep.dir={sweep}")
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0 and "invalid partition" in out.lower(), out[-3000:]
+    assert proc.returncode == 2 and "invalid partition" in out.lower(), out[-3000:]
+    assert "Error: Slurm refused the sweep's submission" in out and "Traceback" not in out, out[-3000:]
+    assert not sweep.exists() and "was removed" in out  # nothing was submitted: nothing is left behind
     assert shutil.which("sbatch")

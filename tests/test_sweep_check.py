@@ -96,3 +96,38 @@ def test_a_resubmitted_sweep_skips_its_complete_jobs(tmp_path):
     assert {d: (sweep / d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in ckpts} == ckpts
     forced = run(*[a for a in args if a != "seed=1,2"], "seed=1", "skip_complete=false", timeout=900)
     assert "skipped" not in forced.stdout and json.loads((sweep / "0" / "COMPLETE").read_text())["status"] == "COMPLETE"
+
+
+def test_a_rejected_slurm_submission_is_a_user_error_and_its_empty_sweep_dir_goes(tmp_path):
+    """submitit raises FailedJobError from sbatch's non-zero exit; the launch had only created the sweep dir."""
+    import subprocess
+
+    from submitit.core.utils import FailedJobError
+
+    from t2ilab.errors import user_error
+    from t2ilab.utils import sweep_check
+
+    def rejection(stderr):
+        try:
+            try:
+                raise subprocess.CalledProcessError(1, ["/usr/bin/sbatch", "job.sh"], stderr=stderr)
+            except subprocess.CalledProcessError as cpe:
+                raise FailedJobError(stderr) from cpe
+        except FailedJobError as e:
+            return e
+
+    sweep = tmp_path / "sweep"
+    sweep_check._SWEEP_DIR.update(path=str(sweep), existed=False)
+    (sweep / ".submitit" / "%j").mkdir(parents=True)
+    err = sweep_check.rejected_submission(rejection("sbatch: error: Invalid generic resource (gres) specification"))
+    assert err is not None and user_error(err) is err
+    assert "Invalid generic resource" in str(err) and "hydra/launcher=slurm_cpu" in str(err)
+    assert not sweep.exists()
+    # a sweep dir that already held job output (a resubmitted sweep) is never removed
+    (sweep / "0").mkdir(parents=True)
+    sweep_check._SWEEP_DIR.update(path=str(sweep), existed=False)
+    assert "was kept" in str(sweep_check.rejected_submission(rejection("sbatch: error: invalid partition")))
+    assert (sweep / "0").is_dir()
+    # a job's own failure (no sbatch behind it) is not a rejected submission
+    assert sweep_check.rejected_submission(FailedJobError("Job (task=0) failed during processing")) is None
+    sweep_check._SWEEP_DIR.clear()

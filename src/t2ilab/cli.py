@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable
 
 from t2ilab.errors import HYDRA_FULL_ERROR_IS_OURS as _OURS
+from t2ilab.tracking.launch import remember_command
 from t2ilab.errors import debug_requested, message, user_error
 
 
@@ -22,10 +23,13 @@ def run(hydra_main: Callable[[], object]) -> None:
     debug = debug_requested(sys.argv[1:])  # (a HYDRA_FULL_ERROR inherited from our own parent process is ignored)
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ[_OURS] = "0" if debug else "1"  # children (DDP ranks, submitit jobs) decide the same way
+    remember_command()  # the manifest of a submitit job records this command, not submitit's own
     try:
         hydra_main()
     except BaseException as exc:  # noqa: BLE001 - classified, then reported or re-raised
-        _exit_if_user_error(exc, debug)
+        from t2ilab.utils.sweep_check import rejected_submission
+
+        _exit_if_user_error(rejected_submission(exc) or exc, debug)
         raise
 
 

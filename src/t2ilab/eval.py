@@ -35,12 +35,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.utils.builders import instantiate_group
     from t2ilab.utils.builders import build_datamodule, build_encoder
     from t2ilab.utils.config import show_and_save_config
-    from t2ilab.utils.io import ensure_writable_dir
+    from t2ilab.evaluation.images import claim_sample_dir
+    from t2ilab.utils.io import claim_run_out_dir
     from t2ilab.utils.schema import validate
 
     os.environ.setdefault("WANDB_MODE", "offline")
     validate(cfg)
-    out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
+    overwrite = bool(cfg.get("overwrite", False))  # out_dir: the one output-folder rule, checked before any work
+    run_dir = OmegaConf.select(cfg, "paths.run_dir", throw_on_resolution_failure=False)
+    out_dir = claim_run_out_dir(cfg.out_dir, overwrite, ("samples", "wandb"), run_dir=run_dir,
+                                task_name=str(cfg.get("task_name") or "eval"))
+    if cfg.metrics.get("save_samples"):
+        claim_sample_dir(out_dir / "samples", overwrite, option="out_dir/samples")
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "eval")
     device = model_device(model)
     datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg, train_cfg))

@@ -8,7 +8,8 @@ for every final metric (or each ``--metric NAME``, repeatable). The Markdown tab
 written with report.html (curves with a mean ± std band over seeds, one sample grid per group;
 self-contained, works offline) and report.json (full precision) into ``--out``, by default the
 PATH when one is given, else the PATHs' common parent directory (the current directory when that
-is the filesystem root). FAILED or unfinished runs are left out with a warning; exit status 2 when
+is the filesystem root). One report compares runs of one kind (``--kind``: train by default, eval,
+roundtrip, ...); dirs that look like runs but hold no manifest are listed with why. FAILED or unfinished runs are left out with a warning; exit status 2 when
 a PATH does not exist or no finished run with metrics is found (each PATH/run is named with why).
 See docs/report.md.
 """
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="group by this dotted config key (repeatable; default: the keys that differ)")
     p.add_argument("--metric", action="append", default=[], metavar="NAME",
                    help="report only this metric (repeatable; default: every final metric)")
+    p.add_argument("--kind", metavar="KIND",
+                   help="which runs to compare: train, eval, roundtrip, ... (default: train runs when there are any, "
+                        "else the kind found); runs of other kinds are listed as left out")
     p.add_argument("--out", metavar="DIR", help="where report.md/.html/.json go (default: see above)")
     return p.parse_args(argv)
 
@@ -74,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("cannot read these paths:", loaded.missing)
     if not loaded.runs:
         return _fail("no finished runs with metrics to report:", loaded.excluded)
+    kinds = sorted({r.kind for r in loaded.runs})
+    kind = args.kind or ("train" if "train" in kinds else kinds[0])
+    if kind not in kinds:
+        return _fail(f"--kind {kind}: no finished {kind} runs here; found {', '.join(kinds)} runs")
+    # an eval run and a training run have different metrics and configs: never one table
+    loaded.excluded += [f"{r.path}: {'an' if r.kind[0] in 'aeiou' else 'a'} {r.kind} run (report these with --kind {r.kind})"
+                        for r in loaded.runs if r.kind != kind]
+    loaded.runs = [r for r in loaded.runs if r.kind == kind]
     if loaded.excluded:
         print(f"warning: {len(loaded.excluded)} left out:", *(f"  {x}" for x in loaded.excluded), sep="\n",
               file=sys.stderr)

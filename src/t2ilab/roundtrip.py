@@ -35,14 +35,16 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.config import show_and_save_config
-    from t2ilab.utils.io import ensure_writable_dir
+    from t2ilab.utils.io import claim_run_out_dir
     from t2ilab.utils.schema import validate
 
     os.environ.setdefault("WANDB_MODE", "offline")
     validate(cfg)
     if cfg.num_inputs is not None and int(cfg.num_inputs) < 1:
         raise ValueError(f"num_inputs={cfg.num_inputs} must be >= 1 (or null = every image of a folder/split)")
-    out_dir = ensure_writable_dir(cfg.out_dir, "out_dir")
+    run_dir = OmegaConf.select(cfg, "paths.run_dir", throw_on_resolution_failure=False)
+    out_dir = claim_run_out_dir(cfg.out_dir, bool(cfg.get("overwrite", False)), rt.OUTPUTS, run_dir=run_dir,
+                                task_name=str(cfg.get("task_name") or "roundtrip"))  # the one output-folder rule
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "roundtrip")
     device = model_device(model)
     encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training

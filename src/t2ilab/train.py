@@ -85,13 +85,39 @@ def _preflight(cfg: DictConfig, lead: bool = True) -> dict:
     if old_bs is not None and old_bs != cfg.data.batch_size:
         log.warning("resuming with data.batch_size=%s (checkpoint had %s): the resumed epoch skips the items the "
                     "checkpoint's batches covered, so this is not an exact continuation", cfg.data.batch_size, old_bs)
-    old_seed = (meta.get("config") or {}).get("seed")
-    if auto and old_seed is not None and old_seed != cfg.seed:
-        raise ValueError(
-            f"run dir {cfg.paths.run_dir} holds a run with seed={old_seed}; launching seed={cfg.seed} into it would "
-            f"continue that run's weights. Launch into a new run dir (T2ILAB_RUN_NAME=<name> or hydra.run.dir=<dir>; "
-            f"on Slurm each seed needs its own job or name), or pass seed={old_seed} to continue the run")
+    if auto:
+        _refuse_other_run(cfg, meta)
     return meta
+
+
+# what defines a run besides its structure (checked by check_compatible): a relaunch into the run dir with another
+# value would silently continue that run's weights under a config that never trained them
+_RUN_KEYS = ("seed", "model")
+_FREE_KEYS = ("model.sampling",)  # how grids are drawn: free to change on a relaunch
+
+
+def _refuse_other_run(cfg: DictConfig, meta: dict) -> None:
+    """``ckpt_path=auto`` found this run dir's checkpoint: refuse when the composed config is another run (seed
+    or a model hyperparameter differs), before anything is written. Longer training (``trainer.*``), logging
+    and sampling settings may change. An explicit ``ckpt_path=<file>`` is the way to start from its weights."""
+    from t2ilab.tracking.launch import describe_slurm, slurm_identity
+    from t2ilab.utils.config import flatten
+
+    old_cfg = meta.get("config") or {}
+    new_cfg = OmegaConf.to_container(cfg, resolve=True)
+    old = {k: v for k, v in flatten(old_cfg).items() if k.split(".")[0] in _RUN_KEYS}
+    new = {k: v for k, v in flatten(new_cfg).items() if k.split(".")[0] in _RUN_KEYS}
+    diffs = sorted(k for k in old.keys() & new.keys() if old[k] != new[k] and not k.startswith(_FREE_KEYS))
+    if not diffs:
+        return
+    where = describe_slurm(slurm_identity())
+    lines = "\n".join(f"  {k}: run {old[k]!r} != now {new[k]!r}" for k in diffs)
+    raise ValueError(
+        f"run dir {cfg.paths.run_dir} holds another run{f' (this is {where})' if where else ''}; resuming it with\n"
+        f"{lines}\nwould continue that run's weights under values that never trained them. Launch into a new run dir "
+        f"(T2ILAB_RUN_NAME=<name> or hydra.run.dir=<dir>; on Slurm each seed / setting needs its own job or name), "
+        f"drop the differing overrides to continue the run, or start from its weights on purpose with "
+        f"ckpt_path=<run dir>/checkpoints/last.ckpt in a new run dir")
 
 
 def _identity(cfg: DictConfig, meta: dict, lead: bool) -> None:

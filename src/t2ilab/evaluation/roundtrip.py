@@ -216,6 +216,10 @@ def run(model: Any, encoder: Any, inputs: Inputs, bank: CaptionBank, clip: Any, 
     return records, regen, metrics
 
 
+OUTPUTS = ("roundtrip.jsonl", "roundtrip_grid.png", "inputs", "regenerated", "wandb")
+"""What a round trip writes into its out_dir (besides the run records): what ``overwrite=true`` replaces."""
+
+
 def write_outputs(out_dir: Path, inputs: Inputs, regen: torch.Tensor, records: list[dict],
                   grid_rows: int) -> dict[str, Path]:
     """inputs/ + regenerated/ PNGs, roundtrip.jsonl (atomic) and roundtrip_grid.png (caption | input |

@@ -5,7 +5,8 @@ choices (``model``, ``logger``, ``experiment``, ... from ``.hydra/hydra.yaml``) 
 A run dir is a directory holding ``manifest.json`` (written by ``t2ilab.train`` / ``t2ilab.eval``);
 a path may be a run dir or any directory with run dirs below it (a Hydra multirun/sweep dir, a
 folder of sweeps). Only finished runs (``COMPLETE`` marker) are used; every other one is listed
-with the reason it was left out.
+with the reason it was left out, and so is a dir that looks like a run (``.hydra/``, a marker) but holds no
+manifest. Each run knows its ``kind`` (train, eval, roundtrip, ...): a report compares runs of one kind.
 
 A run's metrics come from the one run reader, ``tracking/run_metrics.read_metrics`` (shared with
 ``t2ilab.reproduce``).
@@ -38,6 +39,7 @@ class Run:
     history: History = field(default_factory=dict)
     grid: Path | None = None
     choices: dict[str, Any] = field(default_factory=dict)
+    kind: str = "train"  # the entry point that made it: train, eval, roundtrip, ... (manifest's task_name)
 
 
 @dataclass
@@ -54,8 +56,13 @@ def _natural(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
 
 
-def find_run_dirs(root: Path) -> list[Path]:
-    """``root`` if it is a run dir, else every run dir below it (not descending into run dirs)."""
+RUN_SIGNS = {".hydra", "COMPLETE", "FAILED", "checkpoints"}  # a dir with one of these was meant to be a run dir
+
+
+def find_run_dirs(root: Path, without_manifest: list[Path] | None = None) -> list[Path]:
+    """``root`` if it is a run dir, else every run dir below it (not descending into run dirs). Dirs that look
+    like runs (Hydra's ``.hydra/``, a marker, ``checkpoints/``) but hold no manifest are appended to
+    ``without_manifest`` (a launch that stopped before writing it)."""
     if (root / "manifest.json").is_file():
         return [root]
     found = []
@@ -63,9 +70,22 @@ def find_run_dirs(root: Path) -> list[Path]:
         if "manifest.json" in filenames:
             found.append(Path(dirpath))
             dirnames[:] = []
-        else:
-            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+            continue
+        if without_manifest is not None and RUN_SIGNS & {*dirnames, *filenames}:
+            without_manifest.append(Path(dirpath))
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
     return sorted(found, key=_natural)
+
+
+def _why_no_manifest(run_dir: Path) -> str:
+    status = None
+    try:
+        status = status_of(run_dir)
+    except (OSError, ValueError):
+        pass
+    if status and status.get("status") == "FAILED":
+        return f"{run_dir}: no manifest.json; FAILED before the run started ({status.get('reason') or 'no reason'})"
+    return f"{run_dir}: no manifest.json (the launch stopped before writing it, or it is not a t2ilab run dir)"
 
 
 def sample_grid(run_dir: Path) -> Path | None:
@@ -115,7 +135,9 @@ def load_run(run_dir: Path) -> Run | str:
         why = f"; {'; '.join(metrics.notes)}" if metrics.notes else ""
         return f"{run_dir}: no final metrics (no metrics.json, metrics.csv or W&B summary values{why})"
     seed = manifest.get("seed", config.get("seed"))
-    return Run(run_dir, {**choices, **config}, seed, metrics.final, metrics.history, sample_grid(run_dir), choices)
+    kind = str((manifest.get("config") or {}).get("task_name") or "train")
+    return Run(run_dir, {**choices, **config}, seed, metrics.final, metrics.history, sample_grid(run_dir), choices,
+               kind)
 
 
 def _looks_like_wandb_project(text: str) -> bool:
@@ -138,9 +160,12 @@ def collect_runs(paths: list[str | os.PathLike]) -> LoadResult:
         if not root.is_dir():
             missing.append(f"{raw}: not a directory (give a run dir or a sweep dir)")
             continue
-        dirs = find_run_dirs(root)
-        if not dirs:
+        orphans: list[Path] = []
+        dirs = find_run_dirs(root, orphans)
+        if not dirs and not orphans:
             excluded.append(f"{raw}: no manifest.json (not a t2ilab run dir, and no run dirs below it)")
+        excluded += [_why_no_manifest(d) for d in sorted(orphans, key=_natural) if d.resolve() not in seen]
+        seen.update(d.resolve() for d in orphans)
         for d in dirs:
             if d.resolve() in seen:
                 continue

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from t2ilab.tracking.launch import slurm_identity, slurm_job, user_command
+
 PACKAGES = ("t2ilab", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "wandb", "open_clip_torch",
             "diffusers", "torch-fidelity", "torchmetrics", "numpy", "pillow")
 
@@ -55,14 +57,16 @@ def hydra_overrides() -> list[str]:
 
 def build_manifest(config: dict, seed: int | None) -> dict[str, Any]:
     return {
-        "command": [sys.executable, *sys.argv],
+        "command": user_command(),
+        "process_command": [sys.executable, *sys.argv],
         "overrides": hydra_overrides(),
         "seed": seed,
         "git": git_state(),
         "versions": package_versions(),
         "start_time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_id": slurm_job(),  # <array job>_<task> for an array task
+        "slurm": slurm_identity(),
         "config": config,
     }
 

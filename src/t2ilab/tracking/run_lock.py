@@ -10,11 +10,11 @@ import datetime as dt
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Iterator
 
 from t2ilab.errors import UserError
+from t2ilab.tracking.launch import describe_slurm, slurm_identity, user_command
 
 LOCK_NAME = ".lock"
 
@@ -24,11 +24,8 @@ class RunDirBusyError(UserError):
 
 
 def _holder() -> dict:
-    slurm = os.environ.get("SLURM_JOB_ID")
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        slurm = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm,
-            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": sys.argv}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm": slurm_identity(),
+            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": user_command()}
 
 
 def _describe(raw: str) -> str:
@@ -37,8 +34,8 @@ def _describe(raw: str) -> str:
     except ValueError:
         return "another process"
     who = f"pid {h.get('pid')} on {h.get('host')}"
-    if h.get("slurm_job"):
-        who += f" (Slurm job {h['slurm_job']})"
+    if h.get("slurm"):
+        who += f" ({describe_slurm(h['slurm'])})"
     return f"{who}, running since {h.get('since')}"
 
 

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import Collection, IO, Any, Callable, Iterable, Iterator
 
 
 def ensure_writable_dir(path: str | os.PathLike, option: str) -> Path:
@@ -39,14 +39,16 @@ def read_text_file(path: str | os.PathLike, option: str) -> str:
 
 def claim_out_dir(out_dir: str | os.PathLike, overwrite: bool, owned: Callable[[str], bool], *,
                   option: str = "out_dir", what: str = "an earlier run's files",
-                  collides: Callable[[str], bool] | None = None) -> Path:
+                  collides: Callable[[str], bool] | None = None, launched: Collection[str] = ()) -> Path:
     """The one rule for a tool's output folder (sample, edit): checked before any work; a folder holding files
     is refused unless ``overwrite``, which then removes only the files ``owned`` says the tool wrote and keeps
     every other file. ``collides``: names of files the tool would overwrite although it did not write them
-    (refused even with ``overwrite``). Nothing is removed when an error is raised."""
+    (refused even with ``overwrite``). ``launched``: names this launch itself already wrote there (Hydra's
+    ``.hydra/`` and log file when out_dir is the run dir): neither counted nor removed. Nothing is removed when an
+    error is raised."""
     p = Path(str(out_dir)).expanduser()
-    existing = sorted(x.name for x in p.iterdir() if not x.name.startswith(".t2ilab-write-test-")) \
-        if p.is_dir() else []
+    existing = sorted(x.name for x in p.iterdir()
+                      if not x.name.startswith(".t2ilab-write-test-") and x.name not in launched) if p.is_dir() else []
     if existing and not overwrite:
         raise FileExistsError(f"{option}={p} already holds {len(existing)} file(s) ({', '.join(existing[:4])}"
                               f"{', ...' if len(existing) > 4 else ''}); nothing was written. Choose another "
@@ -66,6 +68,25 @@ def claim_out_dir(out_dir: str | os.PathLike, overwrite: bool, owned: Callable[[
         logging.getLogger(__name__).info("overwrite=true: removed %d files of %s from %s (other files kept)",
                                          len(removed), what, p)
     return p
+
+
+# what every t2ilab run writes into its out_dir besides the tool's own outputs
+RUN_RECORD_FILES = ("manifest.json", "config_resolved.yaml", "config_tree.txt", "metrics.json", "COMPLETE", "FAILED",
+                    "wandb_id")
+
+
+def claim_run_out_dir(out_dir: str | os.PathLike, overwrite: bool, outputs: Collection[str], *,
+                      run_dir: str | os.PathLike | None, task_name: str) -> Path:
+    """``out_dir`` of eval / roundtrip by the one output-folder rule (:func:`claim_out_dir`): a folder holding
+    files (another run's, a user's) is refused unless ``overwrite``, which then replaces only the run records and
+    ``outputs`` the tool writes. When out_dir is this launch's own run dir (the default), what Hydra wrote there
+    at start (``.hydra/``, ``<task>.log``) does not count."""
+    p = Path(str(out_dir)).expanduser()
+    same = run_dir is not None and p.resolve() == Path(str(run_dir)).expanduser().resolve()
+    launched = {".hydra", f"{task_name}.log"} if same else set()
+    owned = set(RUN_RECORD_FILES) | set(outputs)
+    return claim_out_dir(p, overwrite, owned.__contains__, launched=launched,
+                         what=f"an earlier {task_name}'s files ({', '.join(sorted(owned))})")
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any], *,

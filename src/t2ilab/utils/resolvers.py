@@ -11,6 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from t2ilab.tracking.launch import slurm_job
+
 # One id per process, fixed at import: every access to ``${t2ilab.run_id:}`` in this process
 # returns the same value, while two launches in the same second get different ids.
 _RUN_ID = f"{os.getpid() % 100000:05d}{secrets.token_hex(3)}"
@@ -34,10 +36,8 @@ def run_name() -> str:
     env = os.environ
     if env.get("T2ILAB_RUN_NAME"):
         return env["T2ILAB_RUN_NAME"]
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"slurm/{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    if env.get("SLURM_JOB_ID"):
-        return f"slurm/{env['SLURM_JOB_ID']}"
+    if (job := slurm_job(env)) is not None:
+        return f"slurm/{job}"
     return time.strftime("%Y-%m-%d/%H-%M-%S_", time.localtime(_START)) + _RUN_ID
 
 

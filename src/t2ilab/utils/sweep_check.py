@@ -26,6 +26,50 @@ class SweepError(ValueError):
     """A grid sweep whose jobs would fail at composition or type checking."""
 
 
+class SubmissionRejected(SweepError):
+    """The cluster refused the sweep's submission (nothing was submitted)."""
+
+
+# the sweep dir of this launching process and whether it existed before the launch (set on_multirun_start)
+_SWEEP_DIR: dict[str, Any] = {}
+_LAUNCH_LEFTOVERS = {".submitit", "multirun.yaml", ".hydra"}  # what a launch writes before anything runs
+
+
+def rejected_submission(exc: BaseException) -> SubmissionRejected | None:
+    """``sbatch`` refused the sweep (submitit raises ``FailedJobError`` from sbatch's non-zero exit): one
+    message with Slurm's reason and the likely fix; the sweep dir this launch created is removed when no
+    job wrote into it. None for any other error."""
+    import subprocess
+
+    from t2ilab.errors import causes
+
+    failed = next((e for e in causes(exc) if type(e).__name__ == "FailedJobError"), None)
+    cause = failed.__cause__ if failed is not None else None
+    if not (isinstance(cause, subprocess.CalledProcessError) and str(next(iter(cause.cmd), "")).endswith("sbatch")):
+        return None
+    reason = " ".join(str(cause.stderr or failed).split()) or f"sbatch exited with {cause.returncode}"
+    fix = "check the partition / account / time limit in hydra.launcher.* (`sinfo` lists what the cluster has)"
+    if "gres" in reason.lower() or "generic resource" in reason.lower():
+        fix = ("this partition has no GPUs: use hydra/launcher=slurm_cpu (or hydra.launcher.gpus_per_node=0 "
+               "hydra.launcher.cpus_per_task=<n> hydra.launcher.mem_gb=<GB> trainer=cpu)")
+    where = _remove_empty_sweep_dir()
+    return SubmissionRejected(f"Slurm refused the sweep's submission, nothing was submitted ({reason}). Fix: {fix}."
+                              f"{where}")
+
+
+def _remove_empty_sweep_dir() -> str:
+    from pathlib import Path
+    import shutil
+
+    path, existed = _SWEEP_DIR.get("path"), _SWEEP_DIR.get("existed", True)
+    if path is None or existed or not Path(path).is_dir():
+        return ""
+    if any(p.name not in _LAUNCH_LEFTOVERS for p in Path(path).iterdir()):
+        return f" The sweep dir {path} was kept (it holds job output)."
+    shutil.rmtree(path, ignore_errors=True)
+    return f" The empty sweep dir {path} was removed."
+
+
 def covering_jobs(overrides: list[str]) -> list[list[str]]:
     """Job override lists that use every value of every swept key at least once."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -94,6 +138,12 @@ class ValidateSweep(Callback):
     """``on_multirun_start``: refuse a sweep with an invalid key or value before launching anything."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        try:  # remembered so that a rejected submission can remove the sweep dir it created
+            _SWEEP_DIR.update(path=str(config.hydra.sweep.dir), existed=Path(str(config.hydra.sweep.dir)).exists())
+        except Exception:  # noqa: BLE001 - an unresolvable sweep dir fails in Hydra with its own message
+            pass
         try:
             check_launcher(config)
             if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
