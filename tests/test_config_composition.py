@@ -4,6 +4,7 @@ experiment preset builds its model and datamodule; bad choices/keys fail with he
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,19 @@ def test_bad_option_value_names_the_valid_values(tmp_path):
     cfg = compose_train(tmp_path, ["model=diffusion", "model.schedule=cosin"])
     with pytest.raises(ValueError, match=r"model.schedule='cosin' \(str\) must be one of cosine, linear"):
         validate(cfg)
+
+
+def test_sampling_options_of_sample_eval_roundtrip_are_typed_like_trains():
+    """``sampling={guidance_scale: true}`` used to run as 1.0 (guidance off) and ``abc`` failed deep in the sampler."""
+    from t2ilab.utils.schema import check_sampling
+
+    stand_in = type("DiffusionModule", (), {"__module__": "t2ilab.models.diffusion", "family": "diffusion",
+                                             "sampling_keys": ("sampler", "num_steps", "guidance_scale", "eta")})()
+    check_sampling({"num_steps": 5, "guidance_scale": 3, "sampler": "ddim"}, stand_in)  # fine
+    for bad, says in (({"guidance_scale": True}, "sampling.guidance_scale=True (bool) must be a number"),
+                      ({"guidance_scale": "abc"}, "sampling.guidance_scale='abc' (str) must be a number"),
+                      ({"num_steps": 0}, "sampling.num_steps=0 is out of range: must be >= 1"),
+                      ({"sampler": "euler_x"}, "must be one of"),
+                      ({"foo": 1}, "unknown option(s) foo for a diffusion checkpoint; valid: sampler")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            check_sampling(bad, stand_in, "sampling")

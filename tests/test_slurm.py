@@ -77,6 +77,10 @@ def test_grid_sweep_runs_every_job_in_its_own_dir_grouped_and_reportable(slurm_e
         assert run_status.status_of(run_dir)["status"] == "COMPLETE"
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["seed"] == seed and manifest["slurm_job_id"]
+        # the array task (<array job>_<task>), and the command the user typed, not submitit's _submit.py
+        assert manifest["slurm_job_id"] == manifest["slurm"]["job"].replace("slurm/", "")
+        assert "_" in manifest["slurm_job_id"] and manifest["slurm"]["restart_count"] == 0
+        assert "seed=1,2" in manifest["command"] and "submitit" not in " ".join(manifest["command"])
         job_ids.add(manifest["slurm_job_id"])
         logged = read_offline_run(run_dir)
         assert logged["exit_code"] == 0 and torch.isfinite(torch.tensor(logged["summary"]["val/loss"]))

@@ -37,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.utils.config import show_and_save_config
     from t2ilab.evaluation.images import claim_sample_dir
     from t2ilab.utils.io import claim_run_out_dir
-    from t2ilab.utils.schema import validate
+    from t2ilab.utils.schema import check_sampling, validate
 
     os.environ.setdefault("WANDB_MODE", "offline")
     validate(cfg)
@@ -48,6 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.metrics.get("save_samples"):
         claim_sample_dir(out_dir / "samples", overwrite, option="out_dir/samples")
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "eval")
+    if cfg.metrics.get("sampling") is not None:
+        check_sampling(OmegaConf.to_container(cfg.metrics.sampling, resolve=True), model, "metrics.sampling")
     device = model_device(model)
     datamodule = build_datamodule(data_cfg, build_encoder(enc_cfg, train_cfg))
 

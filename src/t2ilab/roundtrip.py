@@ -36,7 +36,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.config import show_and_save_config
     from t2ilab.utils.io import claim_run_out_dir
-    from t2ilab.utils.schema import validate
+    from t2ilab.utils.schema import check_sampling, validate
 
     os.environ.setdefault("WANDB_MODE", "offline")
     validate(cfg)
@@ -46,12 +46,13 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     out_dir = claim_run_out_dir(cfg.out_dir, bool(cfg.get("overwrite", False)), rt.OUTPUTS, run_dir=run_dir,
                                 task_name=str(cfg.get("task_name") or "roundtrip"))  # the one output-folder rule
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "roundtrip")
+    sampling = OmegaConf.to_container(cfg.sampling, resolve=True) if cfg.get("sampling") is not None else {}
+    check_sampling(sampling, model)
     device = model_device(model)
     encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training
     dm = build_datamodule(data_cfg, encoder)
     captions = OmegaConf.to_container(cfg.captions) if OmegaConf.is_list(cfg.captions) else cfg.captions
     bank = build_bank(captions, dm)  # an empty / missing bank fails here, before any model work
-    sampling = OmegaConf.to_container(cfg.sampling or OmegaConf.create({}), resolve=True)
 
     show_and_save_config(cfg, out_dir)
     config = {**OmegaConf.to_container(cfg, resolve=True), "train_data": OmegaConf.to_container(data_cfg),

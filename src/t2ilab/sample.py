@@ -50,7 +50,7 @@ def sample(cfg: DictConfig) -> Path:
     from t2ilab.postprocess import build_chain
     from t2ilab.evaluation.images import claim_sample_dir
     from t2ilab.utils.builders import build_encoder
-    from t2ilab.utils.schema import validate
+    from t2ilab.utils.schema import check_sampling, validate
 
     validate(cfg)
     if not isinstance(cfg.get("grid", True), bool):
@@ -67,10 +67,11 @@ def sample(cfg: DictConfig) -> Path:
         raise ValueError(f"clip_guidance.scale={guidance.scale} must be >= 0 (0 = off)")
     out_dir = claim_sample_dir(cfg.out_dir, bool(cfg.get("overwrite", False)))  # after the checks; never a user's file
     model, train_cfg, _, enc_cfg = load_checkpoint_run(cfg, "sample")  # (the one loading path of every entry point)
+    sampling = OmegaConf.to_container(cfg.sampling, resolve=True) if cfg.get("sampling") is not None else {}
+    check_sampling(sampling, model)  # this family's types and ranges, before any encoding or sampling
     device = str(model_device(model))
     encoder = build_encoder(enc_cfg, train_cfg)  # conditioned as in training (tokens, prompt expansion)
     cond = encoder.encode_text(prompts).float()
-    sampling = OmegaConf.to_container(cfg.sampling or OmegaConf.create({}), resolve=True)
     if float(guidance.get("scale") or 0) > 0:
         model, cond = clip_guided(model, guidance, prompts, cond, cfg.paths.cache_dir, device)
     return write_samples(model, cond, prompts, out_dir, cfg.num_per_prompt, cfg.seed, cfg.batch_size,

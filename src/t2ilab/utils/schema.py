@@ -229,3 +229,25 @@ def validate(cfg: DictConfig) -> None:
         check_node(_values(node, schema), schema, group + ".", errors)
     if errors:
         raise ValueError("wrong config value(s), stopped before any work:\n" + "\n".join(errors))
+
+
+def check_sampling(sampling: Any, model: Any, key: str = "sampling") -> None:
+    """Check generate() options given on the command line (``sampling=...`` of sample / roundtrip,
+    ``metrics.sampling``) against the family's sampling schema, once the checkpoint says which family it is:
+    the same types and ranges a training's ``model.sampling`` gets. Unknown options are named with the valid ones."""
+    if not sampling:
+        return
+    if not isinstance(sampling, dict):
+        raise ValueError(f"{key}={sampling!r} must be a mapping of generate() options, e.g. {key}={{num_steps: 50}}")
+    schema = model_schemas().get(f"{type(model).__module__}.{type(model).__qualname__}")
+    node = typing.get_type_hints(schema).get("sampling") if schema is not None else None
+    errors: list[str] = []
+    valid = list(getattr(model, "sampling_keys", ()))
+    unknown = sorted(k for k in sampling if valid and k not in valid)
+    if unknown:
+        errors.append(f"  {key}: unknown option(s) {', '.join(unknown)} for a {getattr(model, 'family', 'model')} "
+                      f"checkpoint; valid: {', '.join(valid)}")
+    if node is not None and dataclasses.is_dataclass(node):
+        check_node({k: v for k, v in sampling.items() if k not in unknown}, node, key + ".", errors)
+    if errors:
+        raise ValueError("wrong sampling option(s), stopped before any sample was drawn:\n" + "\n".join(errors))
