@@ -16,9 +16,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from t2ilab.models.generation import generate_images, image_seed, iter_generate, shard_indices
+from t2ilab.evaluation.images import grid_path_beside, image_seed
+from t2ilab.models.generation import generate_images, iter_generate, shard_indices
 from t2ilab.models.generation import write_samples
-from t2ilab.tracking.grid import grid_path_beside
 from t2ilab.utils.config import CONF_DIR
 
 COND_DIM = 16

@@ -66,7 +66,8 @@ def run_edits(model: Any, encoder: Any, images_u8: torch.Tensor, items: list[Any
 
     from t2ilab.editing.families import edit_batch
     from t2ilab.evaluation.images import to_uint8
-    from t2ilab.models.generation import image_seed, model_device
+    from t2ilab.evaluation.images import image_seed
+    from t2ilab.models.generation import model_device
 
     dev, n = model_device(model), len(items)
     target = encoder.encode_text([opts["prompt"]]).float()
@@ -92,7 +93,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.editing import families, inputs, writer
     from t2ilab.editing.metrics import EditScorer
     from t2ilab.models.checkpoint import checkpoint_info, load_checkpoint_run
-    from t2ilab.models.generation import image_seed, model_device, sampling_used
+    from t2ilab.evaluation.images import image_seed
+    from t2ilab.models.generation import model_device, sampling_used
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.schema import validate

@@ -348,7 +348,7 @@ def _final_samples(model: Any, datamodule: Any, grid_cb: Any, trainer: Any, run_
 
     from t2ilab.models.generation import write_samples
     from t2ilab.tracking.sample_grid import SampleGridCallback
-    from t2ilab.tracking.grid import grid_path_beside
+    from t2ilab.evaluation.images import grid_path_beside
 
     if grid_cb is None:
         grid_cb = SampleGridCallback(prompts=None, num_prompts=8, num_per_prompt=4, seed=0)

@@ -29,6 +29,26 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
+def image_seed(seed: int, index: int) -> int:
+    """Seed of global image ``index`` for base seed ``seed`` (what prompts.jsonl records).
+
+    Args:
+        seed: base seed of the request.
+        index: global image index.
+    """
+    return int(seed) + int(index)
+
+
+def grid_path_beside(sample_dir: str | os.PathLike) -> Path:
+    """``<parent>/<name>_grid.png`` for sample folder ``<parent>/<name>`` (e.g. ``samples_grid.png``).
+
+    Args:
+        sample_dir: the sample folder.
+    """
+    d = Path(sample_dir).expanduser().absolute()
+    return d.parent / f"{d.name}_grid.png"
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images in [0,1] (any shape, any device) -> uint8, same rounding as ``save_image``.
 
@@ -130,8 +150,6 @@ class SampleWriter:
             sampling: effective sampling options (same for every sample).
             labels: label of every sample's prompt (None where unknown), or None.
         """
-        from t2ilab.models.generation import image_seed
-
         labels = [None] * len(prompts) if labels is None else list(labels)
         listed_before = listed_files(self.dir)
         path = atomic_write(self.dir / SAMPLE_INDEX, "".join(
@@ -183,7 +201,6 @@ def claim_sample_dir(out_dir: str | os.PathLike, overwrite: bool, option: str = 
     """A sample export's folder, by the one output-folder rule (utils.io.claim_out_dir): what an earlier export
     owns is what its ``prompts.jsonl`` lists (plus that index, and the grid beside the folder); a
     sample-named ``NNNNNN.png`` it did not list is refused, since the export would overwrite it."""
-    from t2ilab.tracking.grid import grid_path_beside
     from t2ilab.utils.io import claim_out_dir
 
     p = Path(str(out_dir)).expanduser()

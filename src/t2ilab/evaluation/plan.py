@@ -75,7 +75,7 @@ class SamplePlan:
     @property
     def sample_seeds(self) -> list[int]:
         """Generator seed of every sample (what prompts.jsonl records)."""
-        from t2ilab.models.generation import image_seed
+        from t2ilab.evaluation.images import image_seed
 
         return [image_seed(self.seed, i) for i in range(self.n)]
 

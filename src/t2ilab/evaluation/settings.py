@@ -62,7 +62,7 @@ class MetricsSettings:
             cfg: the ``metrics`` config node, a plain dict, an existing MetricsSettings, or None (defaults).
             **overrides: individual fields to override (``clip``/``classifier`` dicts are merged).
         """
-        from t2ilab.utils.schema import check_node
+        from t2ilab.utils.typecheck import check_node
 
         if isinstance(cfg, MetricsSettings):
             cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg)}

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from t2ilab.evaluation.images import image_seed
+
 log = logging.getLogger(__name__)
 
 PROGRESS_DELAY_S = 3.0  # a progress bar appears only for generation that runs longer than this
@@ -58,16 +60,6 @@ def resolve_device(name: str | None) -> torch.device:
     if name is None or str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(str(name))
-
-
-def image_seed(seed: int, index: int) -> int:
-    """Seed of global image ``index`` for base seed ``seed`` (what prompts.jsonl records).
-
-    Args:
-        seed: base seed of the request.
-        index: global image index.
-    """
-    return int(seed) + int(index)
 
 
 def shard_indices(num_images: int, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -191,9 +183,9 @@ def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_di
             grid, recorded as ``sampling.postprocess`` in prompts.jsonl; None/empty = none.
         **sampling: ``generate`` options over the model's defaults.
     """
-    from t2ilab.evaluation.images import SampleWriter
+    from t2ilab.evaluation.images import SampleWriter, grid_path_beside
     from t2ilab.postprocess import Chain, build_chain
-    from t2ilab.tracking.grid import MAX_GRID_PROMPTS, grid_path_beside, write_grid
+    from t2ilab.tracking.grid import MAX_GRID_PROMPTS, write_grid
 
     if len(prompts) != cond.shape[0]:
         raise ValueError(f"{len(prompts)} prompts but {cond.shape[0]} embeddings")

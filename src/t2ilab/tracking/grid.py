@@ -21,16 +21,6 @@ log = logging.getLogger(__name__)
 MAX_GRID_PROMPTS = 32  # rows of a sample folder's grid (the folder itself has every image)
 
 
-def grid_path_beside(sample_dir: str | os.PathLike) -> Path:
-    """``<parent>/<name>_grid.png`` for sample folder ``<parent>/<name>`` (e.g. ``samples_grid.png``).
-
-    Args:
-        sample_dir: the sample folder.
-    """
-    d = Path(sample_dir).expanduser().absolute()
-    return d.parent / f"{d.name}_grid.png"
-
-
 def write_grid(images: torch.Tensor, prompts: Sequence[str], num_per_prompt: int,
                path: str | os.PathLike, max_prompts: int | None = None) -> Image.Image:
     """Save the captioned grid of ``images`` (prompt-major, [0,1] float or uint8) as PNG; returns it.
