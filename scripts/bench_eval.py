@@ -63,7 +63,7 @@ def build(args: argparse.Namespace, device: str):
     if args.ckpt:
         from omegaconf import DictConfig
 
-        from t2ilab.eval import eval_data_configs
+        from t2ilab.models.checkpoint import eval_data_configs
         from t2ilab.models.checkpoint import load_model
 
         model, train_cfg = load_model(args.ckpt)

@@ -72,7 +72,7 @@ def load(cfg: Any) -> tuple[Any, Any, str]:
     """(model on its device, datamodule, device) as ``t2ilab.eval.evaluate`` builds them."""
     import torch
 
-    from t2ilab.eval import eval_data_configs
+    from t2ilab.models.checkpoint import eval_data_configs
     from t2ilab.models.checkpoint import check_overrides, load_model
     from t2ilab.utils.builders import build_datamodule, build_encoder
 

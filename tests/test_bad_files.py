@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from t2ilab.data.captions import read_captions_file
 from t2ilab.models.checkpoint import check_compatible, read_metadata
-from t2ilab.sample import read_prompts
+from t2ilab.cli.sample import read_prompts
 
 LATIN1 = "a caf\u00e9 with a red circle\n".encode("latin-1")
 

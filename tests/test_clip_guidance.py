@@ -167,7 +167,7 @@ def test_sample_entry_point_with_guidance_and_postprocess(family, tmp_path):
     from hydra import compose, initialize_config_dir
 
     from t2ilab.models.diffusion import DiffusionModule
-    from t2ilab.sample import sample
+    from t2ilab.cli.sample import sample
     from t2ilab.utils.builders import build_encoder, build_model
 
     if family == "diffusion" and not hasattr(DiffusionModule, "guided_by"):

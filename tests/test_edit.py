@@ -217,7 +217,7 @@ def edit_cfg(*overrides: str):
 
 
 def test_edit_entry_point_end_to_end_in_process(tmp_path):
-    from t2ilab.edit import edit
+    from t2ilab.cli.edit import edit
 
     ckpt = tiny_vae_checkpoint(tmp_path)
     (inputs := tmp_path / "in").mkdir()
@@ -260,7 +260,7 @@ def test_edit_entry_point_end_to_end_in_process(tmp_path):
                                         ("source_prompt=''", "source_prompt='' is empty"),
                                         ("inversion_steps=-1", "inversion_steps=-1")])
 def test_bad_options_fail_before_any_work(tmp_path, bad, match):
-    from t2ilab.edit import edit
+    from t2ilab.cli.edit import edit
 
     cfg = edit_cfg("ckpt_path=/does/not/exist.ckpt", f"inputs={tmp_path}", "prompt=a blue square",
                    f"out_dir={tmp_path / 'out'}", "logger=none", bad)

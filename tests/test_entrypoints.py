@@ -100,7 +100,7 @@ def test_sample_writes_pngs_prompts_and_grid_reproducibly(trained, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [r["file"] for r in rows] + ["prompts.jsonl"]
     assert (tmp_path / "samples_grid.png").is_file()
     # the same call in-process with a different batch size gives the same files, byte for byte
-    from t2ilab.sample import sample
+    from t2ilab.cli.sample import sample
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("sample", overrides=[f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
@@ -143,7 +143,7 @@ def assert_same_samples(eval_samples: Path, sampled: Path) -> None:
 
 def test_eval_export_equals_sample_entry_point(trained, tmp_path):
     """``t2ilab.eval`` (in-process) exports the files ``python -m t2ilab.sample`` writes for its prompts."""
-    from t2ilab.eval import evaluate
+    from t2ilab.cli.eval import evaluate
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=eval_export(trained, tmp_path / "eval", f"paths.run_dir={tmp_path / 'eval'}"))
@@ -163,7 +163,7 @@ def sample_cfg(*overrides: str):
 
 
 def test_sample_rejects_missing_or_empty_prompts(trained, tmp_path):
-    from t2ilab.sample import sample
+    from t2ilab.cli.sample import sample
 
     ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
     with pytest.raises(ValueError, match="no prompts given"):
@@ -173,8 +173,8 @@ def test_sample_rejects_missing_or_empty_prompts(trained, tmp_path):
 
 
 def test_sample_and_eval_refuse_overrides_that_do_not_fit_the_checkpoint(trained, tmp_path):
-    from t2ilab.eval import evaluate
-    from t2ilab.sample import sample
+    from t2ilab.cli.eval import evaluate
+    from t2ilab.cli.sample import sample
 
     ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
     with pytest.raises(ValueError, match=r"does not fit the sample overrides:\n  encoder.model_name: "
@@ -189,7 +189,7 @@ def test_sample_and_eval_refuse_overrides_that_do_not_fit_the_checkpoint(trained
 
 
 def test_unwritable_out_dir_fails_before_any_work(tmp_path):
-    from t2ilab.sample import sample
+    from t2ilab.cli.sample import sample
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")  # a directory cannot be created under a file (holds for root too)

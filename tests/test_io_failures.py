@@ -27,7 +27,7 @@ def test_a_failed_torch_write_names_the_file_and_the_free_space(tmp_path, monkey
 
 
 def test_auto_resume_takes_the_newest_complete_checkpoint(tmp_path):
-    from t2ilab.train import _newest_checkpoint
+    from t2ilab.cli.train import _newest_checkpoint
 
     ck = tmp_path / "checkpoints"
     ck.mkdir()

@@ -27,7 +27,7 @@ def contents(d):
 
 
 def test_sample_refuses_a_users_folder_and_changes_nothing(tmp_path):
-    from t2ilab.sample import sample
+    from t2ilab.cli.sample import sample
 
     d = user_folder(tmp_path)
     before = contents(d)
@@ -72,8 +72,8 @@ def test_the_writer_removes_stale_samples_it_listed_and_nothing_else(tmp_path):
 @pytest.mark.parametrize("tool", ["eval", "roundtrip"])
 def test_eval_and_roundtrip_refuse_a_folder_holding_another_runs_files(tmp_path, tool):
     """``out_dir=<a training run dir>`` would overwrite its manifest.json and config: refused before any work."""
-    from t2ilab.eval import evaluate
-    from t2ilab.roundtrip import roundtrip
+    from t2ilab.cli.eval import evaluate
+    from t2ilab.cli.roundtrip import roundtrip
 
     d = tmp_path / "train_run"
     (d / "checkpoints").mkdir(parents=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from t2ilab.report import main
+from t2ilab.cli.report import main
 from t2ilab.reporting.html import band
 from t2ilab.reporting.runs import Run, load_run
 from t2ilab.reporting.table import UNSET, aggregate, differing_keys, fmt_stat, group_runs

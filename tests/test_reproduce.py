@@ -188,7 +188,7 @@ def test_a_job_launched_by_submitit_is_reproduced_through_its_task():
 def test_the_default_rerun_dir_is_outside_the_sweep(tmp_path):
     import datetime as dt
 
-    from t2ilab.reproduce import default_out_dir
+    from t2ilab.cli.reproduce import default_out_dir
 
     job = tmp_path / "outputs" / "multiruns" / "2026-12-07" / "03-00-00_ab" / "4"
     when = dt.datetime(2026, 12, 7, 4, 5, 6)

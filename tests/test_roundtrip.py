@@ -127,7 +127,7 @@ def ckpt(tmp_path_factory):
 def test_entry_point_end_to_end(ckpt, tmp_path, inputs):
     from PIL import Image
 
-    from t2ilab.roundtrip import roundtrip
+    from t2ilab.cli.roundtrip import roundtrip
 
     path, cache = ckpt
     spec = inputs
@@ -161,7 +161,7 @@ def test_entry_point_end_to_end(ckpt, tmp_path, inputs):
 
 
 def test_bad_inputs_and_banks_fail_early(ckpt, tmp_path):
-    from t2ilab.roundtrip import roundtrip
+    from t2ilab.cli.roundtrip import roundtrip
 
     path, cache = ckpt
     with pytest.raises(FileNotFoundError, match="inputs="):

@@ -1,4 +1,4 @@
-"""Text-guided editing of existing images: ``python -m t2ilab.edit`` (src/t2ilab/edit.py).
+"""Text-guided editing of existing images: ``python -m t2ilab.edit`` (src/t2ilab/cli/edit.py).
 
 One family API, ``model.edit(images01, cond, *, strength, generator=None, source_cond=None,
 **sampling) -> images in [0,1]``, with one meaning of an edit for every family: **infer the noise

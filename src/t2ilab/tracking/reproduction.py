@@ -4,7 +4,7 @@
 flag, package versions), ``build_command``/``child_env`` (recorded overrides + a new
 ``hydra.run.dir``; nothing in the environment may point the child at the original run dir or W&B
 run), ``final_metrics``/``compare_metrics``/``format_table`` (numeric end-of-run values without
-time-like keys) and ``config_diff`` (catches changed YAML defaults). Entry point: t2ilab/reproduce.py.
+time-like keys) and ``config_diff`` (catches changed YAML defaults). Entry point: t2ilab/cli/reproduce.py.
 """
 
 from __future__ import annotations
