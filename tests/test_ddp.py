@@ -3,7 +3,7 @@
 Lightning's launcher re-runs ``python -m t2ilab.train ...`` for rank 1 with the same ``hydra.run.dir``;
 only rank 0 writes the run dir's files. A probe callback (written to tmp_path, added with
 ``+callbacks.probe._target_=...``) records per rank: the weights before DDP wraps the module (equal:
-same seed), the items of every batch (disjoint shards of the seeded epoch order, data/sampler.py), a
+same seed), the items of every batch (disjoint shards of the seeded epoch order, data/order.py), a
 random draw after every batch (different: per-rank seeding), the synced ``val/loss`` (equal) and the
 final weights (equal: gradients were all-reduced).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2ilab.data.sampler import ResumableRandomSampler
+from t2ilab.data.order import ResumableRandomSampler
 from test_exact_resume import KILLER, TINY
 
 PROBE = """

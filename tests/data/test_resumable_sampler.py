@@ -1,4 +1,4 @@
-"""The training order a resumed run continues exactly (data/sampler.py) and validation noise that
+"""The training order a resumed run continues exactly (data/order.py) and validation noise that
 leaves the training RNG alone (models/training_state.fixed_rng)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from t2ilab.data.sampler import ResumableRandomSampler
+from t2ilab.data.order import ResumableRandomSampler
 from t2ilab.models.training_state import fixed_rng
 
 

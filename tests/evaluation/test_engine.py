@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from t2ilab.evaluation.engine import Evaluator
 from t2ilab.evaluation.images import load_image_folder
 from t2ilab.evaluation.reference import ReferenceStats, dataset_identity
-from t2ilab.evaluation.reporting import scalar_metrics, write_metrics_json
+from t2ilab.evaluation.results import scalar_metrics, write_metrics_json
 from t2ilab.evaluation.settings import MetricsSettings
 
 from t2ilab.utils.config import CONF_DIR

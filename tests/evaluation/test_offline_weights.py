@@ -12,7 +12,7 @@ import torch
 
 from t2ilab.encoders.errors import WeightsUnavailableError
 from t2ilab.evaluation.engine import Evaluator
-from t2ilab.evaluation.reporting import write_metrics_json
+from t2ilab.evaluation.results import write_metrics_json
 
 
 def _dead_url() -> str:

@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from t2ilab.models.generation import model_device
     from t2ilab.evaluation.engine import Evaluator
-    from t2ilab.evaluation.reporting import report, write_metrics_json
+    from t2ilab.evaluation.results import report, write_metrics_json
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.utils.builders import instantiate_group

@@ -30,7 +30,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.evaluation.caption_bank import build_bank
     from t2ilab.evaluation.clip import ClipScorer
     from t2ilab.models.generation import model_device
-    from t2ilab.evaluation.reporting import log_summary, scalar_metrics, write_metrics_json
+    from t2ilab.evaluation.results import log_summary, scalar_metrics, write_metrics_json
     from t2ilab.tracking.loggers import finish_wandb
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group

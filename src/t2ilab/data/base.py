@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from t2ilab.data.sampler import ResumableDataLoader, ResumableRandomSampler
+from t2ilab.data.order import ResumableDataLoader, ResumableRandomSampler
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class CaptionedDataModule(L.LightningDataModule):
         self._table: torch.Tensor | None = None
         self._row_of: dict[str, int] | None = None
         # seed of the training order; None = torch.initial_seed() when the loader is built. train.py pins
-        # it to cfg.seed: under DDP every rank must shard the same permutation (data/sampler.py)
+        # it to cfg.seed: under DDP every rank must shard the same permutation (data/order.py)
         self.shuffle_seed: int | None = None
         # perf.data_on_device (utils/fast_paths.py): in-memory splits batch by tensor indexing on this device
         self.batches_on: torch.device | None = None
@@ -201,7 +201,7 @@ class CaptionedDataModule(L.LightningDataModule):
         table, rows = self.cond_rows(split)
         # training order: a seeded per-epoch permutation that needs no global RNG and can skip the
         # batches a resumed run already saw; under DDP each rank gets its disjoint shard of it
-        # (data/sampler.py); seed = the run's seed (the same on every rank)
+        # (data/order.py); seed = the run's seed (the same on every rank)
         sampler = None
         if shuffle:
             seed = torch.initial_seed() if self.shuffle_seed is None else int(self.shuffle_seed)

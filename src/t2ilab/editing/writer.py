@@ -69,7 +69,7 @@ def write_edit_grid(out_dir: Path, src_u8: torch.Tensor, edit_u8: torch.Tensor, 
 
 
 def write_metrics(out_dir: Path, result: dict[str, Any]) -> Path:
-    from t2ilab.evaluation.reporting import write_metrics_json
+    from t2ilab.evaluation.results import write_metrics_json
 
     return write_metrics_json(result, out_dir)
 
@@ -77,7 +77,7 @@ def write_metrics(out_dir: Path, result: dict[str, Any]) -> Path:
 def report(loggers: Sequence[Any], result: dict[str, Any], rows: Sequence[dict[str, Any]], src_u8: torch.Tensor,
            edit_u8: torch.Tensor, table_size: int = 64) -> None:
     """Summary metrics to every logger; W&B also gets the before/after table (first ``table_size`` rows)."""
-    from t2ilab.evaluation.reporting import log_summary
+    from t2ilab.evaluation.results import log_summary
 
     for run in log_summary(result, loggers, PREFIX):
         run.log({PREFIX + "pairs": pair_table(rows[:table_size], src_u8, edit_u8)})

@@ -22,8 +22,8 @@ _LAZY = {
     "ReferenceClassifier": "t2ilab.evaluation.classifier",
     "ReferenceStats": "t2ilab.evaluation.reference",
     "RealImageReplay": "t2ilab.evaluation.replay",
-    "report": "t2ilab.evaluation.reporting",
-    "write_metrics_json": "t2ilab.evaluation.reporting",
+    "report": "t2ilab.evaluation.results",
+    "write_metrics_json": "t2ilab.evaluation.results",
 }
 
 __all__ = [*_LAZY]

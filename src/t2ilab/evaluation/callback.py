@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from t2ilab.evaluation.engine import Evaluator
-from t2ilab.evaluation.reporting import PREFIX, report, scalar_metrics, write_metrics_json
+from t2ilab.evaluation.results import PREFIX, report, scalar_metrics, write_metrics_json
 
 log = logging.getLogger(__name__)
 

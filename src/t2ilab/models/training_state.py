@@ -6,7 +6,7 @@ Lightning restores weights, optimisers, LR schedules, the global step and EMA (i
 state dict), but neither RNG state nor the position in a shuffled epoch: a resumed run re-draws
 noise/timesteps and restarts its epoch with a new permutation. Here the RNG state taken at the
 save is put back right before the first batch after the resume (after Lightning's own seeding and
-loader set-up), and the seeded sampler (data/sampler.py) skips the batches already trained on.
+loader set-up), and the seeded sampler (data/order.py) skips the batches already trained on.
 Validation draws from a forked, fixed-seed RNG (``fixed_rng``), so it neither perturbs training
 nor makes ``val/loss`` differ between two runs.
 """
@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from t2ilab.data.sampler import ResumableRandomSampler
+from t2ilab.data.order import ResumableRandomSampler
 
 log = logging.getLogger(__name__)
 

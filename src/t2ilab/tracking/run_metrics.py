@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BOOKKEEPING = {"epoch", "trainer/global_step"}
-EVAL_PREFIX = "eval/"  # t2ilab.evaluation.reporting.PREFIX (not imported: that pulls in torch)
+EVAL_PREFIX = "eval/"  # t2ilab.evaluation.results.PREFIX (not imported: that pulls in torch)
 
 History = dict[str, list[tuple[float, float]]]
 
