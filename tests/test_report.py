@@ -75,6 +75,9 @@ def report(*argv: str, capsys) -> tuple[int, str, str]:
 
 def test_groups_by_lr_and_aggregates_seeds(sweep, capsys):
     assert len(run_dirs(sweep)) == 4
+    # logger=wandb (the default) keeps a plain CSV beside W&B: the table's numbers come from it, and they agree
+    # with W&B's own summary (own_values below)
+    assert all((d / "csv" / "version_0" / "metrics.csv").is_file() for d in run_dirs(sweep))
     rc, out, err = report(str(sweep), capsys=capsys)
     assert rc == 0, err
     rows = table_rows(out)
@@ -157,6 +160,7 @@ def test_bad_input_names_each_path_and_why(sweep, tmp_path, capsys):
     mark(only_failed, "FAILED", "SIGTERM (preempted or killed by the scheduler) at global step 2", 2)
     no_metrics = _copy_run(run_dirs(sweep)[2], tmp_path / "no_metrics")
     shutil.rmtree(no_metrics / "wandb")
+    shutil.rmtree(no_metrics / "csv")  # (every run keeps a CSV beside W&B)
     running = _copy_run(run_dirs(sweep)[3], tmp_path / "running")
     (running / "COMPLETE").unlink()
     rc, _, err = report(str(tmp_path / "only_failed"), str(no_metrics), str(running), capsys=capsys)
