@@ -147,3 +147,60 @@ def test_sampling_options_of_sample_eval_roundtrip_are_typed_like_trains():
                       ({"foo": 1}, "unknown option(s) foo for a diffusion checkpoint; valid: sampler")):
         with pytest.raises(ValueError, match=re.escape(says)):
             check_sampling(bad, stand_in, "sampling")
+
+
+@pytest.mark.parametrize("name", ["diffusion", "gan", "vae", "autoencoder", "latent_diffusion"])
+def test_every_model_yaml_key_is_an_option_of_its_constructor(name):
+    """The schema of a model is its constructor's signature (utils/model_schema.py): each key of
+    conf/model/<name>.yaml, nested nodes included, is a parameter of its ``_target_`` (or of the options
+    dataclass the signature names), so no option is written anywhere else."""
+    import dataclasses
+    import typing
+
+    from t2ilab.utils.model_schema import schema_for
+
+    def walk(node, prefix):
+        schema = schema_for(node.get("_target_"))
+        assert schema is not None, f"{prefix}: no schema for {node.get('_target_')}"
+        hints = typing.get_type_hints(schema)
+        for key, value in node.items():
+            if key in ("_target_", "_partial_"):
+                continue
+            assert key in hints, f"{prefix}{key} is not a parameter of {node['_target_']}"
+            if isinstance(value, dict) and "_target_" in value and not dataclasses.is_dataclass(hints[key]):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, dict) and dataclasses.is_dataclass(hints[key]):
+                names = {f.name for f in dataclasses.fields(hints[key])} | {"_target_", "_partial_"}
+                assert set(value) <= names, f"{prefix}{key}: {set(value) - names} not in {hints[key].__name__}"
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.run_dir=/tmp/x", f"model={name}"])
+    walk(OmegaConf.to_container(cfg.model, resolve=False), "model.")
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("model.net.dropout=1.5", "model.net.dropout=1.5 is out of range: must be in [0, 1)"),
+    ("model.ema.decay=1.0", "model.ema.decay=1.0 is out of range: must be in [0, 1)"),
+    ("model.net.heads=0", "model.net.heads=0 is out of range: must be >= 1"),
+    ("model.sampling.num_steps=0", "model.sampling.num_steps=0 is out of range: must be >= 1"),
+    ("model.schedule=quadratic", "model.schedule='quadratic' (str) must be one of cosine, linear"),
+])
+def test_a_range_or_choice_written_in_a_signature_is_checked_before_any_work(override, says):
+    from t2ilab.utils.schema import validate
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.run_dir=/tmp/x", override])
+    with pytest.raises(ValueError, match=re.escape(says)):
+        validate(cfg)
+
+
+def test_a_gan_network_option_is_checked_through_its_own_target():
+    from t2ilab.utils.schema import validate
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.run_dir=/tmp/x", "model=gan", "model.generator.output=sigmoid",
+                                          "model.optimizer_d.lr=-1"])
+    with pytest.raises(ValueError) as err:
+        validate(cfg)
+    assert "model.generator.output='sigmoid' (str) must be one of clamp, linear, tanh" in str(err.value)
+    assert "model.optimizer_d.lr=-1 is out of range: must be > 0" in str(err.value)

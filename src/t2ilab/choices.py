@@ -17,4 +17,5 @@ RECON_KINDS = ("mse", "bce", "gaussian", "laplace")                 # VAE model.
 LR_DECAYS = ("none", "cosine")                                      # model.lr_decay
 SCALES = ("channel", "scalar")                                      # VAE model.scale
 PRIORS = ("standard", "conditional")                                # VAE model.prior
+GENERATOR_OUTPUTS = ("clamp", "linear", "tanh")                     # GAN model.generator.output
 LATENTS = ("vector", "spatial")                                     # VAE model.net.latent

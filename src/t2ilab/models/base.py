@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Annotated, Any, Callable, Iterator, Sequence
 
 import lightning as L
 import torch
 from torch import nn
 
 from t2ilab.compat.lightning import attached_trainer
-from t2ilab.models import resume, training_state
+from t2ilab.choices import COND_TYPES
+from t2ilab.models import options, resume, training_state
 from t2ilab.models.conditioning import ConditioningMixin
 from t2ilab.models.ema import EMA
 from t2ilab.models.finite_guard import FiniteGuard, NonFiniteLossError  # noqa: F401  (re-exported)
 from t2ilab.models.optim import LR_DECAYS, clip_directly, lr_factor
+from t2ilab.models.options import EMAOptions, OptimizerOptions
+from t2ilab.utils.typecheck import OneOf, Range
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +68,22 @@ class TextConditionedModule(ConditioningMixin, L.LightningModule):
     """
 
     family = "base"
+    sampling_options: type | None = None  # the family's generate() options (models/options.py): keys, types, defaults
     sampling_keys: tuple[str, ...] = ()
 
-    def __init__(self, cond_dim: int, image_size: int = 32, channels: int = 3, cond_drop_prob: float = 0.1,
-                 center_cond: bool = True, ema: dict | None = None, optimizer: Callable | None = None,
-                 lr_warmup_steps: int = 0, sampling: dict | None = None, lr_decay: str = "none",
-                 lr_min_ratio: float = 0.1, cond_type: str = "pooled", token_dim: int = 0, max_tokens: int = 32,
-                 cond_noise: float = 0.0):
+    def __init__(self, cond_dim: int, image_size: Annotated[int, Range(ge=4)] = 32,
+                 channels: Annotated[int, Range(ge=1)] = 3, cond_drop_prob: Annotated[float, Range(ge=0, lt=1)] = 0.1,
+                 center_cond: bool = True, ema: Annotated[dict | None, EMAOptions] = None,
+                 optimizer: Annotated[Callable | None, OptimizerOptions] = None,
+                 lr_warmup_steps: Annotated[int, Range(ge=0)] = 0, sampling: dict | None = None,
+                 lr_decay: Annotated[str, OneOf(LR_DECAYS)] = "none",
+                 lr_min_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1,
+                 cond_type: Annotated[str, OneOf(COND_TYPES)] = "pooled", token_dim: int = 0,
+                 max_tokens: Annotated[int, Range(ge=1)] = 32, cond_noise: Annotated[float, Range(ge=0)] = 0.0):
         super().__init__()
         self._init_conditioning(cond_dim, cond_drop_prob, center_cond, cond_type, token_dim, max_tokens, cond_noise)
         self.image_size, self.channels = int(image_size), int(channels)
-        self.ema_cfg = {"enabled": True, "decay": 0.999, "warmup": True, "every_n_steps": 1, **(ema or {})}
+        self.ema_cfg = {**options.defaults(EMAOptions), **(ema or {})}
         self.optimizer_factory, self.lr_warmup_steps = optimizer, int(lr_warmup_steps)
         if lr_decay not in LR_DECAYS:
             raise ValueError(f"model.lr_decay={lr_decay!r}: expected one of {LR_DECAYS}")

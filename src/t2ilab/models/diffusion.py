@@ -9,17 +9,20 @@ training-time noising and v-targets; ``generate`` and ``edit`` run the scheduler
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator
 
 import torch
 from diffusers import DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import nn
 
+from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
+from t2ilab.models.options import DiffusionSampling
 from t2ilab.models.samplers import X0Guidance, build_scheduler, denoise, get_sampler, initial_noise, truncate
 
 from t2ilab.choices import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
+from t2ilab.utils.typecheck import OneOf, Range
 
 
 class DiffusionModule(TextConditionedModule):
@@ -43,14 +46,16 @@ class DiffusionModule(TextConditionedModule):
 
     family = "diffusion"
     token_conditioning = True  # the UNet reads token states through cross-attention
-    sampling_keys = ("sampler", "num_steps", "guidance_scale", "eta", "clip_x0")
+    sampling_options = DiffusionSampling
+    sampling_keys = options.keys(DiffusionSampling)
     _x0_guidance: X0Guidance | None = None  # set by ``guided_by`` for its block
 
-    def __init__(self, net: Callable[..., nn.Module], schedule: str = "cosine", prediction: str = "epsilon",
-                 num_train_timesteps: int = 1000, loss_weighting: str = "none", min_snr_gamma: float = 5.0,
-                 **kwargs: Any):
-        kwargs["sampling"] = {"sampler": "ddim", "num_steps": 50, "guidance_scale": 2.0, "eta": 0.0, "clip_x0": False,
-                              **(kwargs.get("sampling") or {})}
+    def __init__(self, net: Callable[..., nn.Module], schedule: Annotated[str, OneOf(SCHEDULES)] = "cosine",
+                 prediction: Annotated[str, OneOf(PREDICTIONS)] = "epsilon",
+                 num_train_timesteps: Annotated[int, Range(ge=2)] = 1000,
+                 loss_weighting: Annotated[str, OneOf(LOSS_WEIGHTINGS)] = "none",
+                 min_snr_gamma: Annotated[float, Range(gt=0)] = 5.0, **kwargs: Any):
+        kwargs["sampling"] = {**options.defaults(DiffusionSampling), **(kwargs.get("sampling") or {})}
         super().__init__(**kwargs)
         get_sampler(self.sampling_defaults["sampler"])  # an unknown sampler fails at construction
         if loss_weighting not in LOSS_WEIGHTINGS:

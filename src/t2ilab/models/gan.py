@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 from torch import nn
 
 from t2ilab.compat.lightning import attached_trainer, ddp_find_unused_parameters, uncounted_step
+from t2ilab.choices import ADV_LOSSES, GP_KINDS
+from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule
+from t2ilab.models.options import GANSampling, OptimizerOptions
 from t2ilab.models.losses import (contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss,
                                   gradient_penalty)
 from t2ilab.nets.diffaug import diff_augment, parse_policy
+from t2ilab.utils.typecheck import OneOf, Range
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +68,21 @@ class GANModule(TextConditionedModule):
     """
 
     family = "gan"
-    sampling_keys = ("truncation",)
+    sampling_options = GANSampling
+    sampling_keys = options.keys(GANSampling)
 
     def __init__(self, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
-                 optimizer_g: Callable | None = None, optimizer_d: Callable | None = None, z_dim: int = 128,
-                 d_steps: int = 1, adv_loss: str = "hinge", mismatch_weight: float = 0.5, gp: str = "none",
-                 gp_weight: float = 0.0, diversity_weight: float = 0.0, contrastive_weight: float = 0.0,
-                 contrastive_temperature: float = 0.1, diffaug: str = "", grad_clip: float | None = None,
-                 grad_clip_algorithm: str = "norm", **kwargs: Any):
-        kwargs["sampling"] = {"truncation": None, **(kwargs.get("sampling") or {})}
+                 optimizer_g: Annotated[Callable | None, OptimizerOptions] = None,
+                 optimizer_d: Annotated[Callable | None, OptimizerOptions] = None,
+                 z_dim: Annotated[int, Range(ge=1)] = 128, d_steps: Annotated[int, Range(ge=1)] = 1,
+                 adv_loss: Annotated[str, OneOf(ADV_LOSSES)] = "hinge",
+                 mismatch_weight: Annotated[float, Range(ge=0)] = 0.5, gp: Annotated[str, OneOf(GP_KINDS)] = "none",
+                 gp_weight: Annotated[float, Range(ge=0)] = 0.0, diversity_weight: Annotated[float, Range(ge=0)] = 0.0,
+                 contrastive_weight: Annotated[float, Range(ge=0)] = 0.0,
+                 contrastive_temperature: Annotated[float, Range(gt=0)] = 0.1, diffaug: str = "",
+                 grad_clip: Annotated[float | None, Range(gt=0)] = None,
+                 grad_clip_algorithm: Annotated[str, OneOf(("norm", "value"))] = "norm", **kwargs: Any):
+        kwargs["sampling"] = {**options.defaults(GANSampling), **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.0)
         super().__init__(**kwargs)
         if int(d_steps) < 1:

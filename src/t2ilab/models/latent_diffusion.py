@@ -18,7 +18,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from omegaconf import OmegaConf
@@ -27,6 +27,7 @@ from torch import nn
 from t2ilab.compat.lightning import attached_trainer
 from t2ilab.models.diffusion import DiffusionModule
 from t2ilab.models.losses import decoded_mean
+from t2ilab.utils.typecheck import OneOf, Range
 from t2ilab.models.vae import VAEModule
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class LatentDiffusionModule(DiffusionModule):
 
     family = "latent_diffusion"
 
-    def __init__(self, autoencoder_ckpt: str | None = None, scale_factor: float | str = "auto",
+    def __init__(self, autoencoder_ckpt: str | None = None,
+                 scale_factor: Annotated[float | str, OneOf(("auto",)), Range(gt=0)] = "auto",
                  autoencoder_config: str | None = None, **kwargs: Any):
         if autoencoder_config:  # a saved checkpoint: architecture from its config, weights from its state dict
             record = json.loads(autoencoder_config)

@@ -9,15 +9,18 @@ models/latent_diffusion.py uses."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 from torch import nn
 
+from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.losses import decoded_mean, kl_normal, recon_nll
 
-from t2ilab.choices import PRIORS, SCALES  # noqa: E402,F401  (one source of the choices)
+from t2ilab.choices import PRIORS, RECON_KINDS, SCALES  # noqa: E402,F401  (one source of the choices)
+from t2ilab.models.options import VAESampling
+from t2ilab.utils.typecheck import OneOf, Range
 
 
 class VAEModule(TextConditionedModule):
@@ -46,12 +49,16 @@ class VAEModule(TextConditionedModule):
     """
 
     family = "vae"
-    sampling_keys = ("temperature",)
+    sampling_options = VAESampling
+    sampling_keys = options.keys(VAESampling)
 
-    def __init__(self, net: Callable[..., nn.Module], z_dim: int = 64, prior: str = "conditional",
-                 recon: str = "gaussian", scale: str = "channel", min_scale: float = 0.01, beta: float = 1.0,
-                 kl_warmup_steps: int = 0, free_bits: float = 0.0, active_threshold: float = 0.01, **kwargs: Any):
-        kwargs["sampling"] = {"temperature": 1.0, **(kwargs.get("sampling") or {})}
+    def __init__(self, net: Callable[..., nn.Module], z_dim: Annotated[int, Range(ge=1)] = 64,
+                 prior: Annotated[str, OneOf(PRIORS)] = "conditional",
+                 recon: Annotated[str, OneOf(RECON_KINDS)] = "gaussian", scale: Annotated[str, OneOf(SCALES)] = "channel",
+                 min_scale: Annotated[float, Range(gt=0)] = 0.01, beta: Annotated[float, Range(ge=0)] = 1.0,
+                 kl_warmup_steps: Annotated[int, Range(ge=0)] = 0, free_bits: Annotated[float, Range(ge=0)] = 0.0,
+                 active_threshold: float = 0.01, **kwargs: Any):
+        kwargs["sampling"] = {**options.defaults(VAESampling), **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.05)
         super().__init__(**kwargs)
         self.z_dim, self.recon, self.beta = int(z_dim), recon, float(beta)

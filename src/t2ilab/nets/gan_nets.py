@@ -8,12 +8,16 @@ it real images with the wrong caption as fakes).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from t2ilab.nets.cond_conv import CondUpNet, stage_plan, stage_width
+from t2ilab.choices import GENERATOR_OUTPUTS
+from t2ilab.utils.typecheck import OneOf
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
@@ -55,9 +59,10 @@ class Generator(CondUpNet):
             Either way D separates real from fake by out-of-range or noisy backgrounds alone.
     """
 
-    def __init__(self, *args, spectral_norm: bool = False, output: str = "clamp", **kwargs):
+    def __init__(self, *args, spectral_norm: bool = False,
+                 output: Annotated[str, OneOf(GENERATOR_OUTPUTS)] = "clamp", **kwargs):
         super().__init__(*args, **kwargs)
-        if output not in ("clamp", "linear", "tanh"):
+        if output not in GENERATOR_OUTPUTS:
             raise ValueError(f"generator output={output!r}; choose clamp, linear or tanh")
         self.output = output
         if spectral_norm:

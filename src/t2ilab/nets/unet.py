@@ -10,7 +10,7 @@ its resolution is listed): which word goes where is decided per position, not by
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import nn
 
 from t2ilab.encoders.tokens import TokenLayout
 from t2ilab.nets.layers import CondMLP, CrossAttention, ResBlock, SelfAttention, group_norm, sinusoidal_embedding
+from t2ilab.utils.typecheck import Range
 
 
 class UNet(nn.Module):
@@ -40,9 +41,11 @@ class UNet(nn.Module):
             (``tokens`` only; default: the ``attn_resolutions``).
     """
 
-    def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, base_channels: int = 64,
-                 channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
-                 attn_resolutions: Sequence[int] = (8,), heads: int = 4, dropout: float = 0.0, patch_size: int = 1,
+    def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32,
+                 base_channels: Annotated[int, Range(ge=1)] = 64, channel_mult: Sequence[int] = (1, 2, 2),
+                 num_res_blocks: Annotated[int, Range(ge=0)] = 2, attn_resolutions: Sequence[int] = (8,),
+                 heads: Annotated[int, Range(ge=1)] = 4, dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
+                 patch_size: Annotated[int, Range(ge=1)] = 1,
                  token_dim: int = 0, max_tokens: int = 0, cross_attention_resolutions: Sequence[int] | None = None):
         super().__init__()
         if token_dim and cross_attention_resolutions is None:

@@ -18,6 +18,8 @@ bounded and smooth; sampling that prior (``generate``) gives texture, not object
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,7 @@ from t2ilab.nets.cond_conv import CondDownNet, CondUpNet
 from t2ilab.nets.layers import CondMLP, group_norm
 
 from t2ilab.choices import LATENTS  # noqa: E402,F401  (one source of the choices)
+from t2ilab.utils.typecheck import OneOf
 
 
 class VAENet(nn.Module):
@@ -50,7 +53,7 @@ class VAENet(nn.Module):
 
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, z_dim: int = 64,
                  base_channels: int = 32, max_channels: int = 256, emb_dim: int = 128, num_res_blocks: int = 1,
-                 scale_channels: int = 0, conditional_prior: bool = False, latent: str = "vector",
+                 scale_channels: int = 0, conditional_prior: bool = False, latent: Annotated[str, OneOf(LATENTS)] = "vector",
                  latent_channels: int = 4, downsample: int = 4):
         super().__init__()
         if latent not in LATENTS:

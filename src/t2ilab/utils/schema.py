@@ -104,11 +104,6 @@ def _values(node: DictConfig, schema: type) -> dict[str, Any]:
     return out
 
 
-def model_schemas() -> dict[str, type]:
-    """``model._target_`` -> schema."""
-    return model_schema.BY_TARGET
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise one ValueError listing every wrong type / unknown choice in the composed config."""
     from t2ilab.evaluation.settings import MetricsSettings
@@ -121,14 +116,15 @@ def validate(cfg: DictConfig) -> None:
     groups: list[tuple[str, type | None]] = [("trainer", TrainerSchema), ("data", DataSchema),
                                              ("encoder", EncoderSchema), ("metrics", MetricsSettings),
                                              ("perf", PerfSchema)]
-    model = cfg.get("model") if isinstance(cfg.get("model"), DictConfig) else None
-    if model is not None:
-        groups.append(("model", model_schemas().get(str(model.get("_target_")))))
     for group, schema in groups:
         node = cfg.get(group)
         if schema is None or not isinstance(node, DictConfig):
             continue
         check_node(_values(node, schema), schema, group + ".", errors)
+    model = cfg.get("model") if isinstance(cfg.get("model"), DictConfig) else None
+    schema = model_schema.schema_for(str(model.get("_target_"))) if model is not None else None
+    if schema is not None:  # derived from the module's signature (utils/model_schema.py)
+        model_schema.check_target_node({**_values(model, schema), "_target_": str(model._target_)}, "model.", errors)
     if errors:
         raise ValueError("wrong config value(s), stopped before any work:\n" + "\n".join(errors))
 
@@ -141,7 +137,7 @@ def check_sampling(sampling: Any, model: Any, key: str = "sampling") -> None:
         return
     if not isinstance(sampling, dict):
         raise ValueError(f"{key}={sampling!r} must be a mapping of generate() options, e.g. {key}={{num_steps: 50}}")
-    schema = model_schemas().get(f"{type(model).__module__}.{type(model).__qualname__}")
+    schema = model_schema.schema_for(f"{type(model).__module__}.{type(model).__qualname__}")
     node = typing.get_type_hints(schema).get("sampling") if schema is not None else None
     errors: list[str] = []
     valid = list(getattr(model, "sampling_keys", ()))

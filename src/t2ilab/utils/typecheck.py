@@ -12,11 +12,33 @@ built from the modules' own tuples (one list, no second check in the modules).
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import types
 import typing
 from enum import Enum
 from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """``Annotated[float, Range(ge=0, lt=1)]`` in a constructor signature: the allowed range of a number option
+    (the one declaration of it; utils/model_schema.py reads it for the config check)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """``Annotated[str, OneOf(SCHEDULES)]`` in a constructor signature: a closed set of string values."""
+
+    values: tuple[str, ...]
+
+    def __init__(self, values: Any) -> None:
+        object.__setattr__(self, "values", tuple(str(v) for v in values))
 
 
 def choices(name: str, values: Any) -> type[Enum]:
@@ -30,7 +52,7 @@ def describe(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return " or ".join(describe(a) for a in inner) + (" or null" if len(inner) < len(args) else "")
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence):
         return f"a list of {describe(args[0])}" if args else "a list"
     if origin is dict:
         return "a mapping"
@@ -48,7 +70,7 @@ def conforms(tp: Any, v: Any) -> bool:
         return any(conforms(a, v) for a in args)
     if tp is type(None):
         return v is None
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence):
         return isinstance(v, (list, tuple)) and (not args or all(conforms(args[0], x) for x in v))
     if origin is dict:
         return isinstance(v, dict)
@@ -75,13 +97,19 @@ def check_node(values: Any, schema: type, prefix: str, errors: list[str]) -> Non
             if v is not None:
                 check_node(v, tp, key + ".", errors)
         elif not conforms(tp, v) and not (isinstance(v, str) and v == "???"):
-            example = f.metadata.get("example")
-            hint = f", e.g. {key}={example}" if example is not None else ""
+            hint = _example_hint(key, f.metadata.get("example"))
             errors.append(f"  {key}={v!r} ({type(v).__name__}) must be {describe(tp)}{hint}")
         elif (bad := out_of_range(v, f.metadata.get("range"))) is not None:
-            example = f.metadata.get("example")
-            hint = f", e.g. {key}={example}" if example is not None else ""
+            hint = _example_hint(key, f.metadata.get("example"))
             errors.append(f"  {key}={v!r} is out of range: must be {bad}{hint}")
+
+
+def _example_hint(key: str, example: Any) -> str:
+    """``, e.g. key=value`` in the command-line spelling (true/false, not True/False); '' without an example."""
+    if example is None:
+        return ""
+    text = str(example).lower() if isinstance(example, bool) else str(example)
+    return f", e.g. {key}={text}"
 
 
 def out_of_range(v: Any, bounds: tuple | None) -> str | None:
@@ -108,3 +136,9 @@ def option(example: Any, tp_default: Any = dataclasses.MISSING, *, ge: float | N
     if any(b is not None for b in (ge, gt, le, lt)):
         meta["range"] = (gt if gt is not None else ge, lt if lt is not None else le, gt is not None, lt is not None)
     return dataclasses.field(default=tp_default, metadata=meta)
+
+
+def setting(default: Any, *, example: Any = None, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A field whose default is also its example (``example`` when the default is not a good one)."""
+    return option(default if example is None else example, default, ge=ge, gt=gt, le=le, lt=lt)
