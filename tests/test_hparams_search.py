@@ -243,7 +243,8 @@ def test_tiny_study_end_to_end(tmp_path, family, n_trials):
         assert math.isfinite(fd) and fd == pytest.approx(trial["value"], rel=1e-5)  # what the sweeper was told
         assert "eval/prompt_accuracy" in logged["summary"]
         # grouped by sweep, tagged with this trial's values of every swept key
-        assert logged["group"] == "/".join(sweep_dir.parts[-2:])
+        assert logged["group"] == sweep_dir.name and logged["name"] == f"{sweep_dir.name}/{trial['job']}"
+        assert logged["metrics"]["eval/classifier_fd"]["summary"] == ["min"]  # W&B sorts trials by the best FD
         assert {t.split("=", 1)[0] for t in logged["tags"]} >= swept
         assert {f"{k}={format_value(v)}"[:64] for k, v in trial["params"].items()} <= set(logged["tags"])
         values.append(trial["value"])

@@ -39,7 +39,8 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
-    r = subprocess.run([sys.executable, "-m", "t2ilab.train", "-m", *TINY, "seed=1,2",
+    # a multirun evaluates each job's final model (eval_after=auto); a small N keeps it quick
+    r = subprocess.run([sys.executable, "-m", "t2ilab.train", "-m", *TINY, "seed=1,2", "metrics.num_samples=32",
                         f"model.optimizer.lr={LRS[0]},{LRS[1]}", f"hydra.sweep.dir={root / 'sweep'}",
                         f"paths.cache_dir={root / 'cache'}"], capture_output=True, text=True, timeout=600, env=_env())
     assert r.returncode == 0, r.stderr[-4000:]
@@ -73,12 +74,25 @@ def report(*argv: str, capsys) -> tuple[int, str, str]:
     return rc, cap.out, cap.err
 
 
+def test_sweep_runs_summarise_themselves_in_wandb(sweep):
+    """Read back from each offline run: its name and group, its job type, and every metric defined against
+    trainer/global_step with its best-value summary (losses: min), so W&B's runs table sorts by the best value;
+    what W&B writes (artifact staging, caches) stays inside the run dir."""
+    for num, d in enumerate(run_dirs(sweep)):
+        logged = read_offline_run(d)
+        assert logged["name"] == f"{sweep.name}/{d.name}" and logged["group"] == sweep.name
+        assert logged["job_type"] == "train" and logged["config"]["code_version"] is not None
+        for key in ("train/loss", "val/loss"):
+            assert logged["metrics"][key] == {"step_metric": "trainer/global_step", "summary": ["min"]}, key
+        assert not logged["metrics"].get("trainer/global_step", {}).get("summary")
+
+
 def test_groups_by_lr_and_aggregates_seeds(sweep, capsys):
     assert len(run_dirs(sweep)) == 4
     # logger=wandb (the default) keeps a plain CSV beside W&B: the table's numbers come from it, and they agree
     # with W&B's own summary (own_values below)
     assert all((d / "csv" / "version_0" / "metrics.csv").is_file() for d in run_dirs(sweep))
-    rc, out, err = report(str(sweep), capsys=capsys)
+    rc, out, err = report(str(sweep), "--metric", "train/loss", "--metric", "val/loss", capsys=capsys)
     assert rc == 0, err
     rows = table_rows(out)
     assert rows[0] == ["model.optimizer.lr", "n", "train/loss", "val/loss"]  # seed never a group key
@@ -99,6 +113,25 @@ def test_groups_by_lr_and_aggregates_seeds(sweep, capsys):
             assert math.isclose(g["metrics"][m]["std"], statistics.stdev(vals[m]), rel_tol=1e-12)
 
 
+def test_a_grid_sweep_ends_in_quality_numbers_ranked_best_first(sweep, tmp_path, capsys):
+    """eval_after=auto: every job of the multirun evaluated its final model (fixed prompts and noise), so the
+    report ranks the lr groups by classifier FD, with prompt accuracy beside it and the counts apart."""
+    for d in run_dirs(sweep):
+        (result,) = sorted(d.glob("eval/step_*/metrics.json"))
+        values = json.loads(result.read_text())
+        assert math.isfinite(values["classifier_fd"]) and 0 <= values["prompt_accuracy"] <= 1
+        assert "fid" in values["skipped"]  # no Inception weights offline: skipped and said why, not an error
+    rc, out, err = report(str(sweep), "--out", str(tmp_path), capsys=capsys)
+    assert rc == 0, err
+    rows = table_rows(out)
+    assert rows[0] == ["model.optimizer.lr", "n", "eval/classifier_fd", "eval/prompt_accuracy", "train/loss",
+                       "val/loss"]
+    assert "Ranked by `eval/classifier_fd` (lower is better), best first." in out
+    means = [float(r[2].split(" ± ")[0]) for r in rows[1:]]
+    assert means == sorted(means) and len(means) == 2
+    assert "eval/prompt_accuracy_n" in out.split("## Diagnostics", 1)[1]
+
+
 def _images(page: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
 
@@ -115,8 +148,8 @@ def test_html_is_self_contained_with_curves_and_one_grid_per_group(sweep, tmp_pa
         assert Image.open(io.BytesIO(data)).format == "PNG"
     curve = Image.open(io.BytesIO(images[0])).convert("L")
     assert curve.getextrema()[0] < 100  # drawn lines/text, not a blank canvas
-    lr_0002 = json.loads((tmp_path / "report.json").read_text())["groups"][0]  # groups sorted: 0.0002 first
-    first = Path(lr_0002["runs"][0]["path"])
+    best = json.loads((tmp_path / "report.json").read_text())["groups"][0]  # groups ranked: best first
+    first = Path(best["runs"][0]["path"])
     assert images[2] == (first / "samples" / "grid_step0000004.png").read_bytes()
 
 
@@ -161,6 +194,7 @@ def test_bad_input_names_each_path_and_why(sweep, tmp_path, capsys):
     no_metrics = _copy_run(run_dirs(sweep)[2], tmp_path / "no_metrics")
     shutil.rmtree(no_metrics / "wandb")
     shutil.rmtree(no_metrics / "csv")  # (every run keeps a CSV beside W&B)
+    shutil.rmtree(no_metrics / "eval")  # (and a multirun job its final evaluation)
     running = _copy_run(run_dirs(sweep)[3], tmp_path / "running")
     (running / "COMPLETE").unlink()
     rc, _, err = report(str(tmp_path / "only_failed"), str(no_metrics), str(running), capsys=capsys)
@@ -289,3 +323,34 @@ def test_a_mixed_folder_reports_one_kind_and_names_the_rest(tmp_path, capsys):
     assert rc == 0 and "kid" in out and "train1" not in out.split("## Excluded")[0]
     rc, _, err = report(str(root), "--kind", "sample", "--out", str(tmp_path), capsys=capsys)
     assert rc == 2 and "found eval, train runs" in err
+
+
+def test_groups_are_ranked_by_the_objective_rounded_and_diagnostics_kept_apart(tmp_path, capsys):
+    """An lr search: the best classifier FD first, lr at 4 significant digits, counts in their own table."""
+    root = tmp_path / "study"
+    fds = {0.07668830376515555: (30.0, 32.0), 0.001: (10.0, 12.0), 0.3: (50.0, 54.0)}
+    for i, (lr, values) in enumerate(fds.items()):
+        for seed, fd in zip((1, 2), values):
+            d = root / f"{i}_{seed}"
+            d.mkdir(parents=True)
+            (d / "manifest.json").write_text(json.dumps({"seed": seed, "config": {
+                "task_name": "train", "seed": seed, "optimized_metric": "eval/classifier_fd", "model": {"lr": lr}}}))
+            (d / "eval" / "step_00000010").mkdir(parents=True)
+            (d / "eval" / "step_00000010" / "metrics.json").write_text(json.dumps(
+                {"classifier_fd": fd, "prompt_accuracy": 0.5, "prompt_accuracy_n": 100, "meta": {}, "skipped": {}}))
+            mark(d, "COMPLETE", step=10)
+    rc, out, err = report(str(root), "--out", str(tmp_path), capsys=capsys)
+    assert rc == 0, err
+    assert "Ranked by `eval/classifier_fd` (lower is better), best first." in out
+    rows = table_rows(out)
+    assert rows[0] == ["model.lr", "n", "eval/classifier_fd", "eval/prompt_accuracy"]
+    assert [r[0] for r in rows[1:]] == ["0.001", "0.07669", "0.3"]  # best first, rounded
+    assert rows[1][2] == "11 ± 1.414"
+    diagnostics = out.split("## Diagnostics", 1)[1].split("## Runs", 1)[0]
+    assert "eval/prompt_accuracy_n" in diagnostics and "eval/prompt_accuracy_n" not in out.split("## Diagnostics")[0]
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["ranked_by"] == "eval/classifier_fd" and data["groups"][1]["values"]["model.lr"] == 0.07668830376515555
+    html = (tmp_path / "report.html").read_text()
+    assert "<details><summary>Diagnostics" in html and "Ranked by eval/classifier_fd" in html
+    rc, out, _ = report(str(root), "--rank", "eval/prompt_accuracy", "--out", str(tmp_path), capsys=capsys)
+    assert rc == 0 and "Ranked by `eval/prompt_accuracy` (higher is better)" in out

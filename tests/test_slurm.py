@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["debug=fast", "model.net.base_channels=16", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
         "model.sampling.num_steps=3", "data.num_train=256", "data.num_val=64"]
 CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-           "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=30"]
+           "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=30",
+           "metrics.num_samples=32"]  # each job ends with a (small) evaluation of its final model (eval_after=auto)
 
 
 def _reachable(env: dict) -> bool:
@@ -84,7 +85,8 @@ def test_grid_sweep_runs_every_job_in_its_own_dir_grouped_and_reportable(slurm_e
         job_ids.add(manifest["slurm_job_id"])
         logged = read_offline_run(run_dir)
         assert logged["exit_code"] == 0 and torch.isfinite(torch.tensor(logged["summary"]["val/loss"]))
-        assert logged["group"] == "/".join(sweep.parts[-2:]) and logged["tags"] == [f"seed={seed}"]
+        assert logged["group"] == sweep.name and logged["tags"] == [f"seed={seed}"]  # the sweep's name
+        assert logged["name"] == f"{sweep.name}/{num}" and logged["job_type"] == "train"
         wandb_ids.add(logged["id"])
     assert len(job_ids) == 2 and len(wandb_ids) == 2  # two array tasks, two W&B runs
     report = subprocess.run([sys.executable, "-m", "t2ilab.report", str(sweep), "--metric", "val/loss"],

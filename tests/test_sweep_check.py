@@ -84,7 +84,7 @@ def test_a_resubmitted_sweep_skips_its_complete_jobs(tmp_path):
     from cli_helpers import TINY
 
     sweep = tmp_path / "sweep"
-    args = ["train", "-m", "debug=fast", *TINY, "seed=1,2", "logger=none", "callbacks.sample_grid=null",
+    args = ["train", "-m", "debug=fast", *TINY, "seed=1,2", "logger=none", "callbacks.sample_grid=null", "eval_after=false",
             f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"]
     run(*args, timeout=900)
     markers = {d.name: (d / "COMPLETE").read_text() for d in sorted(sweep.glob("[0-9]"))}

@@ -95,7 +95,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.models.checkpoint import checkpoint_info, load_checkpoint_run
     from t2ilab.evaluation.images import image_seed
     from t2ilab.models.generation import model_device, sampling_used
-    from t2ilab.tracking.loggers import finish_wandb
+    from t2ilab.tracking.loggers import finish_wandb, wandb_identity
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.schema import validate
 
@@ -111,6 +111,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     scorer = EditScorer(cfg.metrics, cfg.paths.cache_dir, device, lambda: build_datamodule(data_cfg, encoder))
     scorer.prepare(opts["prompt"], cfg.target_label)  # missing metric weights fail here, before editing
     src_u8 = inputs.load_inputs(items, model.image_size, model.channels)
+    wandb_identity(cfg, cfg.paths.run_dir)  # name, group, W&B files under the run dir (as train)
     loggers = instantiate_group(cfg.logger)
     try:
         config = {**OmegaConf.to_container(cfg, resolve=True), "checkpoint": checkpoint_info(cfg.ckpt_path)}

@@ -31,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.evaluation.engine import Evaluator
     from t2ilab.evaluation.results import report, write_metrics_json
     from t2ilab.tracking.manifest import build_manifest, write_manifest
-    from t2ilab.tracking.loggers import finish_wandb
+    from t2ilab.tracking.loggers import finish_wandb, wandb_identity
     from t2ilab.utils.builders import instantiate_group
     from t2ilab.utils.builders import build_datamodule, build_encoder
     from t2ilab.utils.config import show_and_save_config
@@ -62,6 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     evaluator = Evaluator(cfg.metrics, datamodule, cfg.paths.cache_dir)
     evaluator.prepare(device)  # missing weights fail here, before any sample is generated
+    wandb_identity(cfg, cfg.paths.run_dir)  # name, group, W&B files under the run dir (as train)
     loggers = instantiate_group(cfg.logger)
     try:
         for lg in loggers:

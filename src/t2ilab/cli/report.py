@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from t2ilab.reporting.runs import collect_runs
-from t2ilab.reporting.table import available_metrics, differing_keys, group_runs, markdown_report, report_data
+from t2ilab.reporting.table import (available_metrics, differing_keys, group_runs, markdown_report, rank_groups,
+                                   rank_metric, report_data, split_metrics)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="group by this dotted config key (repeatable; default: the keys that differ)")
     p.add_argument("--metric", action="append", default=[], metavar="NAME",
                    help="report only this metric (repeatable; default: every final metric)")
+    p.add_argument("--rank", metavar="NAME",
+                   help="rank groups by this metric, best first (default: the runs' optimized_metric, else "
+                        "eval/classifier_fd, eval/fid, ... when present)")
     p.add_argument("--kind", metavar="KIND",
                    help="which runs to compare: train, eval, roundtrip, ... (default: train runs when there are any, "
                         "else the kind found); runs of other kinds are listed as left out")
@@ -83,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if kind not in kinds:
         return _fail(f"--kind {kind}: no finished {kind} runs here; found {', '.join(kinds)} runs")
     # an eval run and a training run have different metrics and configs: never one table
-    loaded.excluded += [f"{r.path}: {'an' if r.kind[0] in 'aeiou' else 'a'} {r.kind} run (report these with --kind {r.kind})"
-                        for r in loaded.runs if r.kind != kind]
+    loaded.excluded += [f"{r.path}: {'an' if r.kind[0] in 'aeiou' else 'a'} {r.kind} run "
+                        f"(report these with --kind {r.kind})" for r in loaded.runs if r.kind != kind]
     loaded.runs = [r for r in loaded.runs if r.kind == kind]
     if loaded.excluded:
         print(f"warning: {len(loaded.excluded)} left out:", *(f"  {x}" for x in loaded.excluded), sep="\n",
@@ -97,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.metric if m not in available]
     if unknown:
         return _fail(f"--metric {', '.join(unknown)}: no run has it; available: {', '.join(available)}")
-    metrics = list(dict.fromkeys(args.metric)) or available
-    groups = group_runs(runs, by, metrics)
+    if args.rank and args.rank not in available:
+        return _fail(f"--rank {args.rank}: no run has it; available: {', '.join(available)}")
+    metrics, diagnostics = (list(dict.fromkeys(args.metric)), []) if args.metric else split_metrics(available)
+    rank = rank_metric(runs, metrics + diagnostics, args.rank)
+    groups = group_runs(runs, by, metrics + diagnostics)
+    if rank is not None:
+        groups = rank_groups(groups, rank)
 
     from t2ilab.reporting.html import html_page
     from t2ilab.utils.io import ensure_writable_dir
@@ -107,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         out = ensure_writable_dir(args.out or default_out(args.paths), "--out")
     except PermissionError as e:
         return _fail(str(e))
-    md = markdown_report(groups, by, metrics, auto=not args.by, excluded=loaded.excluded)
+    md = markdown_report(groups, by, metrics, auto=not args.by, excluded=loaded.excluded, rank=rank,
+                         diagnostics=diagnostics)
     (out / "report.md").write_text(md)
-    (out / "report.json").write_text(json.dumps(report_data(groups, by, metrics, loaded.excluded), indent=1,
+    (out / "report.json").write_text(json.dumps(report_data(groups, by, metrics + diagnostics, loaded.excluded, rank),
+                                                indent=1,
                                                 default=str))
-    (out / "report.html").write_text(html_page(groups, by, metrics, loaded.excluded))
+    (out / "report.html").write_text(html_page(groups, by, metrics, loaded.excluded, rank=rank,
+                                               diagnostics=diagnostics))
     try:
         print(md)
     except BrokenPipeError:  # `... | head`: the files are written, the reader just stopped

@@ -31,7 +31,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.evaluation.clip import ClipScorer
     from t2ilab.models.generation import model_device
     from t2ilab.evaluation.results import log_summary, scalar_metrics, write_metrics_json
-    from t2ilab.tracking.loggers import finish_wandb
+    from t2ilab.tracking.loggers import finish_wandb, wandb_identity
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.config import show_and_save_config
@@ -80,6 +80,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     paths = rt.write_outputs(out_dir, inputs, regen, records, cfg.grid_rows)
     path = write_metrics_json(metrics, out_dir)
 
+    wandb_identity(cfg, cfg.paths.run_dir)  # name, group, W&B files under the run dir (as train)
     loggers = instantiate_group(cfg.logger)
     try:
         for lg in loggers:

@@ -237,9 +237,11 @@ def _train(cfg: DictConfig, run_dir: Path, rank: int, meta: dict) -> float | Non
         loggers = instantiate_group(cfg.logger)
         for lg in loggers if lead else []:  # (Lightning's rank-zero guard is not set up before fit)
             lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"},
-                                "perf_resolved": perf, "perf_fallbacks": perf_fallbacks})
+                                "perf_resolved": perf, "perf_fallbacks": perf_fallbacks,
+                                "code_version": (manifest.get("git") or {}).get("sha")})
         callbacks = _usable_callbacks(instantiate_group(cfg.callbacks), bool(loggers),
                                       bool(cfg.trainer.get("enable_progress_bar", True)))
+        callbacks = _with_final_eval(cfg, callbacks)
         grid_cb = next((c for c in callbacks if isinstance(c, SampleGridCallback)), None)
         if grid_cb is not None and cfg.sample_after:
             grid_cb.at_train_end = False  # sample_after draws the final grid (once), with the callback's settings
@@ -279,6 +281,23 @@ def _train(cfg: DictConfig, run_dir: Path, rank: int, meta: dict) -> float | Non
     from t2ilab.tracking.objective import objective_value
 
     return objective_value(cfg, trainer.callback_metrics)  # raises when optimized_metric is set but missing
+
+
+def _with_final_eval(cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
+    """``eval_after``: one evaluation of the final (EMA) model by the evaluation callback, with the ``metrics``
+    group's settings and metrics whose weights are missing skipped (named in metrics.json) — unless the
+    configured callbacks already evaluate at the end of training (``callbacks=eval``, the Optuna presets)."""
+    from t2ilab.cli import in_multirun
+    from t2ilab.evaluation.callback import EvaluationCallback
+
+    want = cfg.get("eval_after", "auto")
+    want = in_multirun() if str(want) == "auto" else bool(want)
+    if not want or any(isinstance(c, EvaluationCallback) and c.eval_on_train_end for c in callbacks):
+        return callbacks
+    metrics = OmegaConf.merge(cfg.metrics, {"skip_unavailable": True})
+    log.info("eval_after: the final model is evaluated once at the end (%s samples; eval_after=false skips it)",
+             metrics.num_samples)
+    return [*callbacks, EvaluationCallback(metrics=metrics, cache_dir=cfg.paths.cache_dir, eval_on_train_end=True)]
 
 
 def _fast_paths(cfg: DictConfig, model: Any, datamodule: Any) -> tuple[dict, list[str]]:

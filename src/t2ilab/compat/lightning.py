@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 _TIP = "💡 Tip: For seamless cloud logging"  # Lightning >= 2.6 advertises litlogger on every fit
 
@@ -50,15 +50,32 @@ def quiet_library_noise() -> None:
 
 def _wandb_logger_class() -> type:
     from lightning.pytorch.loggers.wandb import WandbLogger as LightningWandbLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     class WandbLogger(LightningWandbLogger):
-        """Lightning's ``WandbLogger`` without its ``anonymous=None`` argument to ``wandb.init``: wandb >= 0.19
-        deprecated that setting and warns whenever it is passed at all, even as None."""
+        """Lightning's ``WandbLogger`` without its ``anonymous=None`` argument to ``wandb.init`` (wandb >= 0.19
+        deprecated that setting and warns whenever it is passed at all, even as None), and with every metric
+        defined (step metric, best-value summary) before its first value."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if self._wandb_init.get("anonymous") is None:
                 self._wandb_init.pop("anonymous", None)
+            self._defined: set[str] = set()
+
+        @rank_zero_only
+        def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+            """Each metric is defined once before its first value: plotted against ``trainer/global_step`` and
+            summarised by its best value (``min``/``max``, tracking/objective.metric_goal), so W&B's runs table
+            sorts runs by the best FD or loss rather than the last one."""
+            from t2ilab.tracking.objective import metric_goal
+
+            for key in [k for k in metrics if k not in self._defined and k != "trainer/global_step"]:
+                goal = metric_goal(key)
+                self.experiment.define_metric(key, step_metric="trainer/global_step",
+                                              **({"summary": goal} if goal else {}))
+                self._defined.add(key)
+            super().log_metrics(metrics, step)
 
     WandbLogger.__module__, WandbLogger.__qualname__ = __name__, "WandbLogger"
     return WandbLogger

@@ -68,20 +68,23 @@ def _key(item: Any) -> str:
 
 
 def read_offline_run(path: str | Path) -> dict[str, Any]:
-    """``{"id", "group", "tags", "config", "summary", "history", "exit_code"}`` of an offline run (values JSON-decoded;
-    ``exit_code`` is None when the run was never finished, e.g. killed with -9).
+    """``{"id", "name", "group", "job_type", "tags", "config", "summary", "history", "exit_code", "metrics"}`` of an
+    offline run (values JSON-decoded; ``exit_code`` is None when the run was never finished, e.g. killed with -9;
+    ``metrics``: what ``define_metric`` declared, ``{name: {"step_metric", "summary": ["min", ...]}}``).
 
     ``summary`` merges the explicit summary updates over the last value of every history key
     (what the W&B UI shows); ``history`` is the list of logged rows."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_id, group, tags, config, summary, history, exit_code = None, None, [], {}, {}, [], None
+    name, job_type, metrics = None, None, {}
     for payload in _payloads(find_run_file(path).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             run_id, group, tags = rec.run.run_id, rec.run.run_group or None, list(rec.run.tags)
+            name, job_type = rec.run.display_name or None, rec.run.job_type or None
             config.update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
         elif kind == "config":
             config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
@@ -89,12 +92,18 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
             row = {_key(i): json.loads(i.value_json) for i in rec.history.item}
             history.append(row)
             summary.update({k: v for k, v in row.items() if not k.startswith("_")})
+        elif kind == "metric" and rec.metric.name:  # define_metric
+            s = rec.metric.summary
+            metrics[rec.metric.name] = {"step_metric": rec.metric.step_metric or None,
+                                        "summary": [k for k in ("min", "max", "mean", "best", "last", "first")
+                                                    if getattr(s, k, False)]}
         elif kind == "exit":
             exit_code = int(rec.exit.exit_code)
         elif kind == "summary":
             summary.update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
     config = {k: v["value"] if isinstance(v, dict) and set(v) >= {"value"} else v for k, v in config.items()}
-    return {"id": run_id, "group": group, "tags": tags, "config": config, "summary": summary, "history": history, "exit_code": exit_code}
+    return {"id": run_id, "name": name, "group": group, "job_type": job_type, "tags": tags, "config": config,
+            "summary": summary, "history": history, "exit_code": exit_code, "metrics": metrics}
 
 
 def run_dir_runs(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import io
 import statistics
 from pathlib import Path
 
-from t2ilab.reporting.table import Group, fmt_stat, fmt_value
+from t2ilab.reporting.table import Group, fmt_stat, fmt_value, ranking_line
 
 MAX_GRID_SIDE = 1024  # larger grids are downscaled before embedding (keeps the page small)
 
@@ -45,12 +45,12 @@ def curve_png(groups: list[Group], metric: str) -> bytes | None:
     """PNG of ``metric`` vs step, one line + band per group; None when no run has its history."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8.0, 3.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     plotted = False
     for g in groups:
         steps, mean, std, _ = band(g, metric)
-        if not steps:
+        if len(steps) < 2:  # a single value is a table cell, not a curve
             continue
         plotted = True
         (line,) = ax.plot(steps, mean, marker="o" if len(steps) <= 30 else None, ms=3,
@@ -64,7 +64,7 @@ def curve_png(groups: list[Group], metric: str) -> bytes | None:
     ax.set_ylabel(metric)
     ax.set_title(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig.legend(loc="outside right upper", fontsize="small")  # beside the axes: never clipped, never over data
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -96,15 +96,20 @@ def _table(groups: list[Group], by: list[str], metrics: list[str]) -> str:
 
 
 def html_page(groups: list[Group], by: list[str], metrics: list[str], excluded: list[str] = (),
-              title: str = "t2ilab ablation report") -> str:
+              title: str = "t2ilab ablation report", rank: str | None = None, diagnostics: list[str] = ()) -> str:
     """The complete page as a string."""
     e = html.escape
     n = sum(len(g.runs) for g in groups)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
              f"<p>{n} runs in {len(groups)} groups, grouped by "
-             f"{e(', '.join(by) or 'nothing (one group)')}. Cells: mean ± sample std over seeds.</p>",
-             _table(groups, by, metrics), "<h2>Curves</h2><div class='figs'>"]
+             f"{e(', '.join(by) or 'nothing (one group)')}. Cells: mean ± sample std over seeds. "
+             f"{e(ranking_line(rank).replace('`', ''))}</p>",
+             _table(groups, by, metrics)]
+    if diagnostics:
+        parts.append(f"<details><summary>Diagnostics ({e(', '.join(diagnostics))})</summary>"
+                     f"{_table(groups, by, list(diagnostics))}</details>")
+    parts.append("<h2>Curves</h2><div class='figs'>")
     no_history = []
     for m in metrics:
         data = curve_png(groups, m)

@@ -49,9 +49,12 @@ class Group:
 
 
 def fmt_value(v: Any) -> str:
-    """A config value as written on a command line (``0.001``, ``[1,2]``, ``null``)."""
+    """A config value as written on a command line (``0.001``, ``[1,2]``, ``null``); floats to 4 significant
+    digits (a searched ``lr=0.07668830376515555`` reads ``0.07669``; report.json keeps full precision)."""
     if isinstance(v, str):
         return v
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.4g}"
     return json.dumps(v, separators=(",", ":"), default=str)
 
 
@@ -139,6 +142,40 @@ def group_runs(runs: list[Run], by: list[str], metrics: list[str]) -> list[Group
     return groups
 
 
+# what a report ranks by when neither --rank nor the runs' optimized_metric says: quality first, then val loss
+RANK_PRIORITY = ("eval/classifier_fd", "eval/fid", "eval/kid_mean", "eval/prompt_accuracy", "eval/clip_score")
+
+
+def split_metrics(metrics: list[str]) -> tuple[list[str], list[str]]:
+    """(quality metrics: a best value means something; diagnostics: counts, stds, bookkeeping)."""
+    from t2ilab.tracking.objective import metric_goal
+
+    quality = [m for m in metrics if metric_goal(m) is not None]
+    return quality, [m for m in metrics if m not in quality]
+
+
+def rank_metric(runs: list[Run], metrics: list[str], requested: str | None = None) -> str | None:
+    """The metric groups are ranked by: ``requested`` (--rank), else the runs' ``optimized_metric``, else the
+    first of RANK_PRIORITY they have; None = no quality metric to rank by (groups stay in key order)."""
+    from t2ilab.tracking.objective import metric_goal
+
+    if requested:
+        return requested
+    objectives = {r.config.get("optimized_metric") for r in runs} - {None}
+    for m in [*sorted(objectives), *RANK_PRIORITY]:
+        if m in metrics and metric_goal(m) is not None:
+            return m
+    return None
+
+
+def rank_groups(groups: list[Group], metric: str) -> list[Group]:
+    """Best group first by the mean of ``metric`` (its goal: min or max); groups without it last."""
+    from t2ilab.tracking.objective import metric_goal
+
+    sign = -1.0 if metric_goal(metric) == "max" else 1.0
+    return sorted(groups, key=lambda g: (metric not in g.stats, sign * g.stats[metric].mean if metric in g.stats else 0))
+
+
 def fmt_stat(s: Stat | None, group_n: int) -> str:
     """``mean ± std`` (4 significant digits); ``—`` when absent; ``(n=k)`` when fewer runs than the group."""
     if s is None:
@@ -161,28 +198,40 @@ def markdown_table(groups: list[Group], by: list[str], metrics: list[str]) -> st
     return "\n".join(lines)
 
 
+def ranking_line(rank: str | None) -> str:
+    from t2ilab.tracking.objective import metric_goal
+
+    if rank is None:
+        return "No quality metric to rank by (`--rank METRIC`): groups in key order."
+    better = "lower" if metric_goal(rank) == "min" else "higher"
+    return f"Ranked by `{rank}` ({better} is better), best first."
+
+
 def markdown_report(groups: list[Group], by: list[str], metrics: list[str], auto: bool,
-                    excluded: list[str] = ()) -> str:
-    """The whole report.md: summary line, the table, runs per group, excluded runs."""
+                    excluded: list[str] = (), rank: str | None = None, diagnostics: list[str] = ()) -> str:
+    """The whole report.md: summary line, the ranked table, diagnostics, runs per group, excluded runs."""
     n = sum(len(g.runs) for g in groups)
     how = ("the config keys that differ between runs" if auto else "the --by keys") if by else "nothing (one group)"
     out = ["# Ablation report", "",
            f"{n} runs in {len(groups)} groups; grouped by {how}: {', '.join(f'`{k}`' for k in by) or '—'}. "
-           "Cells are mean ± sample std over the group's runs (seeds); n = runs per group.", "",
-           markdown_table(groups, by, metrics), "", "## Runs", "", _row(["group", "seed", "run dir"]),
-           _row(["---"] * 3)]
+           "Cells are mean ± sample std over the group's runs (seeds); n = runs per group. " + ranking_line(rank),
+           "", markdown_table(groups, by, metrics), ""]
+    if diagnostics:
+        out += ["## Diagnostics", "", markdown_table(groups, by, list(diagnostics)), ""]
+    out += ["## Runs", "", _row(["group", "seed", "run dir"]), _row(["---"] * 3)]
     out += [_row([g.label, fmt_value(r.seed), str(r.path)]) for g in groups for r in g.runs]
     if excluded:
         out += ["", "## Excluded", "", *(f"- {line}" for line in excluded)]
     return "\n".join(out) + "\n"
 
 
-def report_data(groups: list[Group], by: list[str], metrics: list[str], excluded: list[str] = ()) -> dict:
+def report_data(groups: list[Group], by: list[str], metrics: list[str], excluded: list[str] = (),
+                rank: str | None = None) -> dict:
     """report.json: the same numbers at full precision (std null when n < 2)."""
     def stat(s: Stat) -> dict[str, Any]:
         return {"mean": s.mean, "std": None if math.isnan(s.std) else s.std, "n": s.n, "values": s.values}
 
-    return {"group_by": by, "metrics": metrics, "excluded": list(excluded),
+    return {"group_by": by, "metrics": metrics, "ranked_by": rank, "excluded": list(excluded),
             "groups": [{"label": g.label, "values": g.values,
                         "runs": [{"path": str(r.path), "seed": r.seed} for r in g.runs],
                         "metrics": {m: stat(s) for m, s in g.stats.items()}} for g in groups]}

@@ -35,14 +35,18 @@ def finish_wandb(loggers: list[Any], exit_code: int = 0, reason: str | None = No
 
 
 def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None) -> None:
-    """Fill ``logger.wandb.id`` / ``resume`` / ``group`` / ``tags`` so a run keeps one W&B run for
-    its whole life and sweeps group on dashboards:
+    """Fill ``logger.wandb.id`` / ``resume`` / ``name`` / ``group`` / ``tags`` so a run keeps one W&B run for
+    its whole life and sweeps group on dashboards, and keep everything W&B writes under the run dir:
 
     * id: the checkpoint's run id when resuming, else the one stored in ``<run_dir>/wandb_id``
       (written at the first start; a job relaunched into the same run dir before its first
       checkpoint continues the same W&B run), unless the user set ``logger.wandb.id``;
-    * multirun: group = the sweep dir's name (unless set), tags += the job's values of the swept keys
-      (``model.optimizer.lr=1e-4``; at most 64 characters each, W&B's limit).
+    * name: the run dir's name (its path below ``<outputs>/runs``, or ``<sweep name>/<job>`` in a multirun);
+    * multirun: group = the sweep's name (``T2ILAB_SWEEP_NAME``, else the sweep dir's path below
+      ``<outputs>/multiruns``, else its last component), tags += the job's values of the swept keys
+      (``model.optimizer.lr=1e-4``; at most 64 characters each, W&B's limit);
+    * ``WANDB_DATA_DIR`` / ``WANDB_CACHE_DIR`` (artifact staging, media caches) below ``<run_dir>/wandb``:
+      an offline run copied elsewhere and synced with ``wandb sync`` uploads everything it logged.
     """
     from omegaconf import open_dict
 
@@ -56,14 +60,59 @@ def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None)
             wb.id, wb.resume = wid, "allow"
         if not id_file.is_file():
             id_file.write_text(str(wb.id) + "\n")
-        sweep = _sweep_info()
+        sweep = _sweep_info(_outputs(cfg))
         if sweep is not None:
             group, overrides = sweep
             wb.group = wb.get("group") or group
             wb.tags = [*list(wb.get("tags") or []), *overrides]
+        wb.name = wb.get("name") or run_label(run_dir, _outputs(cfg), sweep[0] if sweep else None)
+    keep_wandb_files_in(run_dir)
 
 
-def _sweep_info() -> tuple[str, list[str]] | None:
+def _outputs(cfg: Any) -> Path | None:
+    try:
+        return Path(str(cfg.paths.output_dir)).expanduser().resolve()
+    except Exception:  # noqa: BLE001 - no paths group (tests composing a partial config)
+        return None
+
+
+def _below(path: Path, root: Path | None) -> str | None:
+    try:
+        return str(path.resolve().relative_to(root)) if root is not None else None
+    except ValueError:
+        return None
+
+
+def run_label(run_dir: str | Path, outputs: Path | None, sweep: str | None = None) -> str:
+    """The W&B run name: ``<sweep>/<job>`` in a multirun, else the run dir's path below ``<outputs>/runs``
+    (``2026-12-07/05-59-30_1234abcdef``, ``slurm/17_3``), else its last component."""
+    run_dir = Path(run_dir)
+    if sweep is not None:
+        return f"{sweep}/{run_dir.name}"
+    return _below(run_dir, outputs / "runs" if outputs is not None else None) or run_dir.name
+
+
+def keep_wandb_files_in(run_dir: str | Path) -> None:
+    """W&B's artifact staging and caches default to ``~/.local/share/wandb`` / ``~/.cache/wandb``, outside the
+    run dir: a logged table's images then stay behind when the run dir is copied and synced elsewhere."""
+    import os
+
+    base = Path(run_dir) / "wandb"
+    os.environ["WANDB_DATA_DIR"] = str(base / "data")
+    os.environ["WANDB_CACHE_DIR"] = str(base / "cache")
+
+
+def sweep_name(sweep_dir: str | Path, outputs: Path | None) -> str:
+    """``T2ILAB_SWEEP_NAME``, else the sweep dir's path below ``<outputs>/multiruns`` (the default sweep dir:
+    ``<date>/<time>_<id>``), else its last component (``hydra.sweep.dir=.../lr_sweep`` -> ``lr_sweep``)."""
+    import os
+
+    if os.environ.get("T2ILAB_SWEEP_NAME"):
+        return os.environ["T2ILAB_SWEEP_NAME"]
+    return _below(Path(sweep_dir), outputs / "multiruns" if outputs is not None else None) or Path(sweep_dir).name
+
+
+def _sweep_info(outputs: Path | None = None) -> tuple[str, list[str]] | None:
     """(sweep name, this job's values of the swept keys) inside a Hydra multirun, else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -74,7 +123,7 @@ def _sweep_info() -> tuple[str, list[str]] | None:
         return None
     if hc.mode != RunMode.MULTIRUN:
         return None
-    name = "/".join(Path(hc.sweep.dir).parts[-2:])
+    name = sweep_name(hc.sweep.dir, outputs)
     swept = swept_keys(Path(hc.sweep.dir) / "multirun.yaml")
     own = list(hc.overrides.task)
     tags = [o for o in own if o.split("=", 1)[0].lstrip("+~") in swept]

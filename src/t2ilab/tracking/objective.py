@@ -24,6 +24,26 @@ EVAL_METRICS: dict[str, tuple[str, bool]] = {
 }
 
 
+# logged names that are diagnostics, not quality: no best value to summarise
+_NO_GOAL = ("_n", "_std", "nonfinite_fraction", "heldout_accuracy", "lr-", "epoch", "global_step", "retrieval_chance")
+
+
+def metric_goal(name: str) -> str | None:
+    """``min`` / ``max`` for a logged metric whose best value means something (losses, FD, FID/KID: min;
+    accuracies, CLIP score, IS, precision/recall: max); None for diagnostics and bookkeeping. W&B summarises
+    each metric by it (``define_metric``), so its runs table sorts by the best value, not the last."""
+    leaf = name.rsplit("/", 1)[-1]
+    if any(tag in name for tag in _NO_GOAL):
+        return None
+    if leaf in EVAL_METRICS:
+        return "min" if EVAL_METRICS[leaf][1] else "max"
+    if "loss" in leaf or leaf in ("nll", "kl", "recon") or leaf.endswith("_fd"):
+        return "min"
+    if "accuracy" in leaf or leaf.endswith("clip_score"):
+        return "max"
+    return None
+
+
 class ObjectiveError(RuntimeError):
     """``optimized_metric`` cannot be produced / was not produced by the run."""
 

@@ -109,10 +109,11 @@ def validate(cfg: DictConfig) -> None:
     from t2ilab.evaluation.settings import MetricsSettings
 
     errors: list[str] = []
-    top = {"seed": int, "num_per_prompt": int, "batch_size": int}
-    for key, tp in top.items():
+    top = {"seed": (int, 4), "num_per_prompt": (int, 4), "batch_size": (int, 4), "eval_after": (AutoBool, "false"),
+           "sample_after": (bool, "false"), "skip_complete": (bool, "false")}
+    for key, (tp, example) in top.items():
         if key in cfg and not conforms(tp, cfg[key]):
-            errors.append(f"  {key}={cfg[key]!r} ({type(cfg[key]).__name__}) must be {describe(tp)}, e.g. {key}=4")
+            errors.append(f"  {key}={cfg[key]!r} ({type(cfg[key]).__name__}) must be {describe(tp)}, e.g. {key}={example}")
     groups: list[tuple[str, type | None]] = [("trainer", TrainerSchema), ("data", DataSchema),
                                              ("encoder", EncoderSchema), ("metrics", MetricsSettings),
                                              ("perf", PerfSchema)]
