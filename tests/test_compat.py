@@ -329,3 +329,29 @@ def test_the_offline_log_reader_reads_what_the_installed_wandb_wrote(tmp_path, m
     assert got["id"] == run.id and got["tags"] == ["x"] and got["config"]["lr"] == 0.5
     assert [r["train/loss"] for r in got["history"]] == [1.0, 0.5, 1.0 / 3]
     assert got["summary"]["best"] == 7 and got["exit_code"] == 3
+
+
+def test_a_resumed_run_dirs_segments_read_as_one_run_in_order(tmp_path, monkeypatch):
+    """Each launch of a resumed run adds an offline segment with the same id: read back as one run whose
+    history covers both launches in order, with the last launch's exit code and definitions of both."""
+    import time
+
+    import wandb
+
+    from t2ilab.compat.wandb import read_offline_run, run_dir_runs
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for launch, (steps, code) in enumerate(((range(0, 3), 143), (range(3, 6), 0))):
+        run = wandb.init(project="t2ilab-compat", dir=str(tmp_path), id="resumed1", resume="allow")
+        run.define_metric("trainer/global_step")
+        run.define_metric(f"loss{launch}", step_metric="trainer/global_step", summary="min")
+        for step in steps:
+            run.log({f"loss{launch}": float(step), "trainer/global_step": step})
+        run.finish(exit_code=code)
+        time.sleep(1.1)  # segment folders are named by their start second
+    assert len(run_dir_runs(tmp_path)) == 2
+    got = read_offline_run(tmp_path)
+    assert got["segments"] == 2 and got["id"] == "resumed1" and got["exit_code"] == 0
+    assert [r["trainer/global_step"] for r in got["history"]] == list(range(6))  # in order, no gap
+    assert got["metrics"]["loss0"]["summary"] == ["min"] and got["metrics"]["loss1"]["summary"] == ["min"]

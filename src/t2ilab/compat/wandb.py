@@ -24,16 +24,17 @@ HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def find_run_file(path: str | Path) -> Path:
-    """The ``.wandb`` file of an offline run: accepts the file, its run folder, or a t2ilab run dir
-    holding exactly one offline run."""
+def run_files(path: str | Path) -> list[Path]:
+    """The ``.wandb`` files of an offline run, oldest segment first: the file itself, its run folder, or a
+    t2ilab run dir (one segment per launch: a resumed or requeued run adds one, with the same run id)."""
     p = Path(path)
     if p.is_file():
-        return p
-    files = sorted(p.glob("run-*.wandb")) or sorted(p.glob("wandb/offline-run-*/run-*.wandb"))
-    if len(files) != 1:
-        raise FileNotFoundError(f"expected one offline W&B run under {p}, found {[str(f) for f in files]}")
-    return files[0]
+        return [p]
+    files = sorted(p.glob("run-*.wandb")) or sorted(p.glob("wandb/*run-*/run-*.wandb"),
+                                                      key=lambda f: f.parent.name.split("run-", 1)[-1])
+    if not files:
+        raise FileNotFoundError(f"no offline W&B run under {p} (expected wandb/offline-run-*/run-*.wandb)")
+    return files
 
 
 def _payloads(data: bytes) -> Iterator[bytes]:
@@ -68,6 +69,26 @@ def _key(item: Any) -> str:
 
 
 def read_offline_run(path: str | Path) -> dict[str, Any]:
+    """An offline run as one record: a run dir's segments (one per launch of a resumed run) merged in order —
+    history concatenated, later summary values, config and exit code over earlier ones. Keys as
+    :func:`read_segment`, plus ``segments`` (how many were merged)."""
+    merged: dict[str, Any] = {}
+    files = run_files(path)
+    for f in files:
+        seg = read_segment(f)
+        if not merged:
+            merged = seg
+            continue
+        merged["history"] += seg["history"]
+        for key in ("summary", "config", "metrics"):
+            merged[key].update(seg[key])
+        for key in ("exit_code", "name", "group", "job_type", "tags"):
+            merged[key] = seg[key] if seg[key] not in (None, []) else merged[key]
+    merged["segments"] = len(files)
+    return merged
+
+
+def read_segment(path: str | Path) -> dict[str, Any]:
     """``{"id", "name", "group", "job_type", "tags", "config", "summary", "history", "exit_code", "metrics"}`` of an
     offline run (values JSON-decoded; ``exit_code`` is None when the run was never finished, e.g. killed with -9;
     ``metrics``: what ``define_metric`` declared, ``{name: {"step_metric", "summary": ["min", ...]}}``).
@@ -78,7 +99,7 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
 
     run_id, group, tags, config, summary, history, exit_code = None, None, [], {}, {}, [], None
     name, job_type, metrics = None, None, {}
-    for payload in _payloads(find_run_file(path).read_bytes()):
+    for payload in _payloads(Path(path).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
         kind = rec.WhichOneof("record_type")
@@ -107,10 +128,11 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
 
 
 def run_dir_runs(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every offline W&B run of a t2ilab run dir, oldest launch first (a resume adds one folder per
-    launch, all with the same run id), each as ``read_offline_run`` returns it."""
-    folders = {p.parent for p in Path(run_dir).glob("wandb/*run-*/run-*.wandb")}  # offline-run-<time>-<id>, run-<...>
-    return [read_offline_run(f) for f in sorted(folders, key=lambda f: f.name.split("run-", 1)[-1])]
+    """Every segment of a t2ilab run dir's offline W&B run, oldest launch first (a resume adds one folder per
+    launch, all with the same run id), each as :func:`read_segment` returns it; [] when there is none."""
+    if not list(Path(run_dir).glob("wandb/*run-*/run-*.wandb")):
+        return []
+    return [read_segment(f) for f in run_files(run_dir)]
 
 
 if __name__ == "__main__":
