@@ -354,3 +354,40 @@ def test_groups_are_ranked_by_the_objective_rounded_and_diagnostics_kept_apart(t
     assert "<details><summary>Diagnostics" in html and "Ranked by eval/classifier_fd" in html
     rc, out, _ = report(str(root), "--rank", "eval/prompt_accuracy", "--out", str(tmp_path), capsys=capsys)
     assert rc == 0 and "Ranked by `eval/prompt_accuracy` (higher is better)" in out
+
+
+def test_an_optuna_study_gets_its_history_importances_slices_and_best_command(tmp_path, capsys):
+    """A sweep dir with optimization_results.yaml (as our sweeper writes it): Optuna's own figures are drawn
+    from it and the best trial's command line comes from that trial's manifest."""
+    import yaml
+    from optuna.distributions import FloatDistribution, IntDistribution, distribution_to_json
+
+    sweep = tmp_path / "study"
+    trials = []
+    for job, (lr, warm) in enumerate(((1e-4, 0), (3e-4, 100), (1e-3, 500), (3e-3, 100), (2e-4, 0))):
+        fd = 40 + 1e4 * abs(lr - 3e-4) + warm / 100
+        overrides = [f"model.optimizer.lr={lr}", f"model.lr_warmup_steps={warm}"]
+        trials.append({"number": job, "job": job, "params": {"model.optimizer.lr": lr, "model.lr_warmup_steps": warm},
+                       "value": fd, "overrides": overrides})
+        d = sweep / str(job)
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(json.dumps({"seed": 0, "overrides": ["experiment=quickstart", *overrides],
+                                                     "config": {"task_name": "train", "seed": 0, "model": {
+                                                         "optimizer": {"lr": lr}, "lr_warmup_steps": warm}}}))
+        (d / "metrics.json").write_text(json.dumps({"fid": fd, "meta": {}, "skipped": {}}))
+        mark(d, "COMPLETE", step=10)
+    trials.append({"number": 5, "job": 5, "params": {"model.optimizer.lr": 0.01, "model.lr_warmup_steps": 0},
+                   "value": None, "overrides": []})  # a failed trial
+    dists = {"model.optimizer.lr": distribution_to_json(FloatDistribution(1e-5, 1e-2, log=True)),
+             "model.lr_warmup_steps": distribution_to_json(IntDistribution(0, 500))}
+    (sweep / "optimization_results.yaml").write_text(yaml.safe_dump(
+        {"name": "optuna", "direction": "minimize", "trials": trials, "distributions": dists}))
+    rc, out, err = report(str(sweep), "--out", str(tmp_path), capsys=capsys)
+    assert rc == 0, err
+    assert "5 of 6 trials completed; best (lowest) objective: 41" in out
+    assert "python -m t2ilab.train experiment=quickstart model.optimizer.lr=0.0003 model.lr_warmup_steps=100" in out
+    page = (tmp_path / "report.html").read_text()
+    for title in ("optimisation history", "parameter importances", "slices: objective vs each parameter"):
+        assert f"alt='{title}'" in page, title
+    study = page.split("<h2>Optuna study", 1)[1]
+    assert len(_images(study)) == 3 and all(Image.open(io.BytesIO(b)).size[0] > 200 for b in _images(study))

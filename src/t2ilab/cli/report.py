@@ -116,14 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         out = ensure_writable_dir(args.out or default_out(args.paths), "--out")
     except PermissionError as e:
         return _fail(str(e))
+    from t2ilab.reporting.study import find_studies, load_study_view, study_markdown
+
+    studies = [load_study_view(p) for p in find_studies(args.paths)]  # Optuna sweep dirs: history, importances
     md = markdown_report(groups, by, metrics, auto=not args.by, excluded=loaded.excluded, rank=rank,
                          diagnostics=diagnostics)
+    md += "".join("\n" + "\n".join(study_markdown(s)) for s in studies)
     (out / "report.md").write_text(md)
     (out / "report.json").write_text(json.dumps(report_data(groups, by, metrics + diagnostics, loaded.excluded, rank),
                                                 indent=1,
                                                 default=str))
     (out / "report.html").write_text(html_page(groups, by, metrics, loaded.excluded, rank=rank,
-                                               diagnostics=diagnostics))
+                                               diagnostics=diagnostics, studies=studies))
     try:
         print(md)
     except BrokenPipeError:  # `... | head`: the files are written, the reader just stopped

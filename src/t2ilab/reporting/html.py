@@ -96,7 +96,8 @@ def _table(groups: list[Group], by: list[str], metrics: list[str]) -> str:
 
 
 def html_page(groups: list[Group], by: list[str], metrics: list[str], excluded: list[str] = (),
-              title: str = "t2ilab ablation report", rank: str | None = None, diagnostics: list[str] = ()) -> str:
+              title: str = "t2ilab ablation report", rank: str | None = None, diagnostics: list[str] = (),
+              studies: list = ()) -> str:
     """The complete page as a string."""
     e = html.escape
     n = sum(len(g.runs) for g in groups)
@@ -131,6 +132,16 @@ def html_page(groups: list[Group], by: list[str], metrics: list[str], excluded: 
         parts.append(f"<figure><img alt='samples {e(g.label)}' src='{image_uri(run.grid)}'><figcaption>"
                      f"{e(g.label)} — seed {e(fmt_value(run.seed))}, {e(str(run.grid))}</figcaption></figure>")
     parts.append("</div>")
+    for s in studies:  # reporting/study.StudyView
+        parts.append(f"<h2>Optuna study {e(str(s.path))}</h2><p>{s.n_complete} of {s.n_trials} trials completed; "
+                     f"best objective {e('—' if s.best_value is None else f'{s.best_value:.4g}')} with "
+                     f"{e(', '.join(f'{k}={fmt_value(v)}' for k, v in s.best_params.items()) or '—')}</p>")
+        if s.best_command:
+            parts.append(f"<p>Best trial, rerun as:</p><pre>{e(s.best_command)}</pre>")
+        parts.append("<div class='figs'>" + "".join(
+            f"<figure><img alt='{e(t)}' src='{png_uri(data)}'><figcaption>{e(t)} (Optuna)</figcaption></figure>"
+            for t, data in s.figures) + "</div>")
+        parts += [f"<p class='warn'>{e(n)}</p>" for n in s.notes]
     if excluded:
         items = "".join(f"<li>{e(x)}</li>" for x in excluded)
         parts.append(f"<h2>Excluded</h2><ul class='warn'>{items}</ul>")

@@ -244,19 +244,20 @@ class OptunaSweeperImpl(Sweeper):
                 jobs.append({"number": trial.number, "job": self.job_idx, "params": dict(trial.params),
                              "value": value, "overrides": list(ov)})
                 self.job_idx += 1
-            self._save(sweep_dir, study, jobs)
+            self._save(sweep_dir, study, jobs, dists)
             if failures and len(failures) / len(returns) > self.max_failure_rate:
                 log.error("%d of %d trials failed (max_failure_rate=%s): stopping the sweep",
                           len(failures), len(returns), self.max_failure_rate)
                 failures[0].return_value  # raises the first failed job's error
             remaining -= batch
-        best = self._save(sweep_dir, study, jobs)
+        best = self._save(sweep_dir, study, jobs, dists)
         log.info("best value %s with %s (%s)", best.get("best_value"), best.get("best_params"),
                  sweep_dir / "optimization_results.yaml")
         return study
 
-    def _save(self, sweep_dir: Path, study: Any, jobs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def _save(self, sweep_dir: Path, study: Any, jobs: List[Dict[str, Any]], dists: Dict[str, Any]) -> Dict[str, Any]:
         import optuna
+        from optuna.distributions import distribution_to_json
 
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         results: Dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "direction": self.direction}
@@ -264,5 +265,7 @@ class OptunaSweeperImpl(Sweeper):
             results.update(best_params=dict(study.best_trial.params), best_value=float(study.best_value),
                            best_trial=study.best_trial.number)
         results["trials"] = jobs
+        # the search space, so `report` can rebuild the study (history, importances, slices) from this file
+        results["distributions"] = {k: distribution_to_json(d) for k, d in dists.items()}
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
         return results
