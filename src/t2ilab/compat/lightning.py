@@ -57,8 +57,10 @@ def _wandb_logger_class() -> type:
         deprecated that setting and warns whenever it is passed at all, even as None), and with every metric
         defined (step metric, best-value summary) before its first value."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
+        def __init__(self, *args: Any, log_model: Any = False, **kwargs: Any) -> None:
+            from t2ilab.tracking.artifacts import log_model_mode
+
+            super().__init__(*args, log_model=log_model_mode(log_model), **kwargs)
             if self._wandb_init.get("anonymous") is None:
                 self._wandb_init.pop("anonymous", None)
             self._defined: set[str] = set()

@@ -82,6 +82,7 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
         merged["history"] += seg["history"]
         for key in ("summary", "config", "metrics"):
             merged[key].update(seg[key])
+        merged["artifacts"] += seg["artifacts"]
         for key in ("exit_code", "name", "group", "job_type", "tags"):
             merged[key] = seg[key] if seg[key] not in (None, []) else merged[key]
     merged["segments"] = len(files)
@@ -98,7 +99,7 @@ def read_segment(path: str | Path) -> dict[str, Any]:
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_id, group, tags, config, summary, history, exit_code = None, None, [], {}, {}, [], None
-    name, job_type, metrics = None, None, {}
+    name, job_type, metrics, artifacts = None, None, {}, []
     for payload in _payloads(Path(path).read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
@@ -118,13 +119,16 @@ def read_segment(path: str | Path) -> dict[str, Any]:
             metrics[rec.metric.name] = {"step_metric": rec.metric.step_metric or None,
                                         "summary": [k for k in ("min", "max", "mean", "best", "last", "first")
                                                     if getattr(s, k, False)]}
+        elif kind == "artifact":  # log_artifact (checkpoints with logger.wandb.log_model)
+            artifacts.append({"name": rec.artifact.name, "type": rec.artifact.type, "aliases": list(rec.artifact.aliases),
+                              "metadata": json.loads(rec.artifact.metadata or "{}")})
         elif kind == "exit":
             exit_code = int(rec.exit.exit_code)
         elif kind == "summary":
             summary.update({_key(u): json.loads(u.value_json) for u in rec.summary.update})
     config = {k: v["value"] if isinstance(v, dict) and set(v) >= {"value"} else v for k, v in config.items()}
     return {"id": run_id, "name": name, "group": group, "job_type": job_type, "tags": tags, "config": config,
-            "summary": summary, "history": history, "exit_code": exit_code, "metrics": metrics}
+            "summary": summary, "history": history, "exit_code": exit_code, "metrics": metrics, "artifacts": artifacts}
 
 
 def run_dir_runs(run_dir: str | Path) -> list[dict[str, Any]]:

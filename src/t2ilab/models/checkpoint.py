@@ -161,8 +161,13 @@ def load_checkpoint_run(cfg: DictConfig, entry: str) -> tuple[Any, DictConfig, D
     """(model on ``cfg.device``, its training config, data config, encoder config) for an entry point
     that works on a checkpoint (sample, eval, edit, roundtrip: one loading path); data/encoder overrides that change what the
     checkpoint was trained on are refused before any work."""
-    from t2ilab.models.generation import resolve_device
+    from omegaconf import open_dict
 
+    from t2ilab.models.generation import resolve_device
+    from t2ilab.tracking.artifacts import resolve_checkpoint
+
+    with open_dict(cfg):  # ckpt_path=wandb:<entity>/<project>/<name>:<alias> -> the downloaded checkpoint
+        cfg.ckpt_path = resolve_checkpoint(str(cfg.ckpt_path), cfg.paths.cache_dir)
     model, train_cfg = load_model(cfg.ckpt_path, map_location="cpu")
     refuse_dead_model(cfg.ckpt_path, model)
     model.to(resolve_device(cfg.device))
