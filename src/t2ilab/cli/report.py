@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 from t2ilab.reporting.runs import collect_runs
-from t2ilab.reporting.table import (available_metrics, differing_keys, group_runs, markdown_report, rank_groups,
-                                   rank_metric, report_data, split_metrics)
+from t2ilab.reporting.table import (available_metrics, differing_keys, flag_failed, group_runs, markdown_report,
+                                   rank_groups, rank_metric, report_data, split_metrics)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = group_runs(runs, by, metrics + diagnostics)
     if rank is not None:
         groups = rank_groups(groups, rank)
+    flag_failed(groups, [r for r in loaded.failed if r.kind == kind], by)
 
     from t2ilab.reporting.html import html_page
     from t2ilab.utils.io import ensure_writable_dir

@@ -13,7 +13,7 @@ import io
 import statistics
 from pathlib import Path
 
-from t2ilab.reporting.table import Group, fmt_stat, fmt_value, ranking_line
+from t2ilab.reporting.table import Group, fmt_n, fmt_stat, fmt_value, ranking_line
 
 MAX_GRID_SIDE = 1024  # larger grids are downscaled before embedding (keeps the page small)
 
@@ -90,7 +90,7 @@ def _table(groups: list[Group], by: list[str], metrics: list[str]) -> str:
     rows = []
     for g in groups:
         keys = [fmt_value(g.values[k]) for k in by] or [g.label]
-        cells = [*keys, str(len(g.runs)), *(fmt_stat(g.stats.get(m), len(g.runs)) for m in metrics)]
+        cells = [*keys, fmt_n(g), *(fmt_stat(g.stats.get(m), len(g.runs)) for m in metrics)]
         rows.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 

@@ -49,6 +49,7 @@ class LoadResult:
     runs: list[Run]
     missing: list[str]
     excluded: list[str]
+    failed: list[Run] = field(default_factory=list)  # FAILED runs with a manifest: their groups are flagged
 
 
 def _natural(p: Path) -> list[Any]:
@@ -114,6 +115,19 @@ def hydra_choices(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in choices.items() if k != "hydra" and not k.startswith("hydra/")}
 
 
+def failed_run(run_dir: Path) -> Run | None:
+    """A FAILED run's config (no metrics), so the report can say which group lost a seed; None without a
+    readable manifest."""
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = flatten(manifest.get("config") or {})
+    choices = {k: v for k, v in hydra_choices(run_dir).items() if k not in config}
+    kind = str((manifest.get("config") or {}).get("task_name") or "train")
+    return Run(run_dir, {**choices, **config}, manifest.get("seed", config.get("seed")), {}, kind=kind)
+
+
 def load_run(run_dir: Path) -> Run | str:
     """The run, or one line saying why it cannot be used."""
     try:
@@ -149,6 +163,7 @@ def collect_runs(paths: list[str | os.PathLike]) -> LoadResult:
     runs: list[Run] = []
     missing: list[str] = []
     excluded: list[str] = []
+    failed: list[Run] = []
     seen: set[Path] = set()
     for raw in paths:
         root = Path(raw)
@@ -172,4 +187,6 @@ def collect_runs(paths: list[str | os.PathLike]) -> LoadResult:
             seen.add(d.resolve())
             loaded = load_run(d)
             (runs if isinstance(loaded, Run) else excluded).append(loaded)
-    return LoadResult(runs, missing, excluded)
+            if not isinstance(loaded, Run) and ": FAILED (" in loaded and (run := failed_run(d)) is not None:
+                failed.append(run)
+    return LoadResult(runs, missing, excluded, failed)

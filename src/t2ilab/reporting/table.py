@@ -41,6 +41,7 @@ class Group:
     values: dict[str, Any]
     runs: list[Run]
     stats: dict[str, Stat]
+    failed: int = 0  # FAILED runs with this group's values (left out of the statistics)
 
     @property
     def label(self) -> str:
@@ -176,6 +177,16 @@ def rank_groups(groups: list[Group], metric: str) -> list[Group]:
     return sorted(groups, key=lambda g: (metric not in g.stats, sign * g.stats[metric].mean if metric in g.stats else 0))
 
 
+def flag_failed(groups: list[Group], failed: list[Run], by: list[str]) -> None:
+    """Count, per group, the FAILED runs that share its values: a group that lost seeds says so."""
+    for g in groups:
+        g.failed = sum(all(_canon(r.config.get(k, UNSET)) == _canon(g.values[k]) for k in by) for r in failed)
+
+
+def fmt_n(g: Group) -> str:
+    return f"{len(g.runs)} (+{g.failed} failed)" if g.failed else str(len(g.runs))
+
+
 def fmt_stat(s: Stat | None, group_n: int) -> str:
     """``mean ± std`` (4 significant digits); ``—`` when absent; ``(n=k)`` when fewer runs than the group."""
     if s is None:
@@ -194,7 +205,7 @@ def markdown_table(groups: list[Group], by: list[str], metrics: list[str]) -> st
     lines = [_row(head), _row(["---"] * len(head))]
     for g in groups:
         keys = [fmt_value(g.values[k]) for k in by] or [g.label]
-        lines.append(_row([*keys, str(len(g.runs)), *(fmt_stat(g.stats.get(m), len(g.runs)) for m in metrics)]))
+        lines.append(_row([*keys, fmt_n(g), *(fmt_stat(g.stats.get(m), len(g.runs)) for m in metrics)]))
     return "\n".join(lines)
 
 
@@ -233,5 +244,5 @@ def report_data(groups: list[Group], by: list[str], metrics: list[str], excluded
 
     return {"group_by": by, "metrics": metrics, "ranked_by": rank, "excluded": list(excluded),
             "groups": [{"label": g.label, "values": g.values,
-                        "runs": [{"path": str(r.path), "seed": r.seed} for r in g.runs],
+                        "runs": [{"path": str(r.path), "seed": r.seed} for r in g.runs], "failed_runs": g.failed,
                         "metrics": {m: stat(s) for m, s in g.stats.items()}} for g in groups]}
