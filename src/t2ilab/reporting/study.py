@@ -80,8 +80,11 @@ def load_study_view(sweep_dir: Path) -> StudyView:
     study = optuna.create_study(direction=direction)
     for t in trials:
         state = optuna.trial.TrialState.COMPLETE if t.get("value") is not None else optuna.trial.TrialState.FAIL
-        study.add_trial(optuna.trial.create_trial(params=dict(t["params"]), distributions=dists,
-                                                  value=t.get("value"), state=state))
+        try:
+            study.add_trial(optuna.trial.create_trial(params=dict(t["params"]), distributions=dists,
+                                                      value=t.get("value"), state=state))
+        except ValueError as e:  # a trial outside the recorded space (the space was edited between batches)
+            view.notes.append(f"trial {t.get('number')} left out of the figures: {e}")
     view.figures = _figures(study, view.notes)
     return view
 
