@@ -195,3 +195,12 @@ def test_the_default_rerun_dir_is_outside_the_sweep(tmp_path):
     assert default_out_dir(job, when) == tmp_path / "outputs" / "reproduce" / "2026-12-07_03-00-00_ab_4-repro-20261207-040506"
     single = tmp_path / "outputs" / "runs" / "2026-12-07" / "03-00-00_cd"
     assert default_out_dir(single, when).parent == tmp_path / "outputs" / "reproduce"
+
+
+def test_a_sweep_jobs_rerun_evaluates_its_final_model_as_the_job_did():
+    """A multirun job resolved eval_after=auto to true and recorded it; its overrides do not say so."""
+    manifest = {"command": ["python", "/src/t2ilab/train.py", "-m", "seed=1,2"], "overrides": ["seed=1"],
+                "config": {"task_name": "train", "eval_after": True}}
+    assert rp.child_overrides(manifest, "/tmp/out")[-2:] == ["eval_after=true", "ckpt_path=null"]
+    manifest["overrides"] = ["seed=1", "eval_after=false"]  # said on the command line: kept as it was
+    assert [o for o in rp.child_overrides(manifest, "/tmp/out") if o.startswith("eval_after")] == ["eval_after=false"]

@@ -65,3 +65,35 @@ def test_callback_logs_eval_metrics_on_schedule(shapes_dm, metrics_cfg, standin,
               limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
               default_root_dir=tmp_path).fit(TinyModule(noise_model(64)), datamodule=shapes_dm, ckpt_path=ckpt)
     assert steps == [6]
+
+
+def test_evaluation_leaves_the_training_rng_as_it_was(monkeypatch):
+    """Preparing (reference statistics, classifier training) and evaluating draw random numbers: the training's
+    draws must not depend on whether a run evaluates (a sweep job and its single-run reproduction)."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    class Drawing:
+        s = SimpleNamespace(save_samples=False)
+
+        def prepare(self, *_, **__):
+            torch.rand(100), np.random.rand(3), random.random()
+
+        def evaluate(self, *_, **__):
+            torch.rand(100)
+            return {"classifier_fd": 1.0, "meta": {}, "skipped": {}}
+
+    cb = EvaluationCallback(eval_on_train_end=True)
+    cb.evaluator = Drawing()
+    strategy = SimpleNamespace(barrier=lambda *_: None, all_gather=None)
+    trainer = SimpleNamespace(is_global_zero=False, strategy=strategy, global_step=3, global_rank=0, world_size=1,
+                              callback_metrics={}, loggers=[], default_root_dir="/nonexistent")
+    module = torch.nn.Linear(1, 1)
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    expected = (torch.rand(1).item(), np.random.rand(), random.random())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    cb.on_fit_start(trainer, SimpleNamespace(device="cpu"))
+    cb.run(trainer, module)
+    assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected

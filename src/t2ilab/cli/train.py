@@ -151,6 +151,7 @@ def train(cfg: DictConfig) -> float | None:
         try:  # checks that read only: a refused launch leaves the run dir's manifest, config and markers as they were
             validate(cfg)  # (before torch / Lightning are imported: a wrong value is reported in about a second)
             meta = _preflight(cfg, lead)
+            _resolve_eval_after(cfg)
         except BaseException as e:
             if lead and run_status.status_of(run_dir) is None and not (Path(run_dir) / "manifest.json").exists():
                 run_status.record_failure(run_dir, e, None)  # a new run dir says why it is empty
@@ -283,16 +284,24 @@ def _train(cfg: DictConfig, run_dir: Path, rank: int, meta: dict) -> float | Non
     return objective_value(cfg, trainer.callback_metrics)  # raises when optimized_metric is set but missing
 
 
+def _resolve_eval_after(cfg: DictConfig) -> None:
+    """``eval_after=auto`` -> true in a multirun, false otherwise, before the config is saved: the run records
+    what it did, so ``reproduce`` of a sweep job evaluates its rerun too."""
+    from t2ilab.cli import in_multirun
+
+    if str(cfg.get("eval_after", "auto")) == "auto":
+        with open_dict(cfg):
+            cfg.eval_after = in_multirun()
+
+
 def _with_final_eval(cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
     """``eval_after``: one evaluation of the final (EMA) model by the evaluation callback, with the ``metrics``
     group's settings and metrics whose weights are missing skipped (named in metrics.json) — unless the
     configured callbacks already evaluate at the end of training (``callbacks=eval``, the Optuna presets)."""
-    from t2ilab.cli import in_multirun
     from t2ilab.evaluation.callback import EvaluationCallback
 
-    want = cfg.get("eval_after", "auto")
-    want = in_multirun() if str(want) == "auto" else bool(want)
-    if not want or any(isinstance(c, EvaluationCallback) and c.eval_on_train_end for c in callbacks):
+    _resolve_eval_after(cfg)
+    if not cfg.eval_after or any(isinstance(c, EvaluationCallback) and c.eval_on_train_end for c in callbacks):
         return callbacks
     metrics = OmegaConf.merge(cfg.metrics, {"skip_unavailable": True})
     log.info("eval_after: the final model is evaluated once at the end (%s samples; eval_after=false skips it)",

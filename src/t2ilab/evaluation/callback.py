@@ -19,6 +19,7 @@ import torch
 
 from t2ilab.evaluation.engine import Evaluator
 from t2ilab.evaluation.results import PREFIX, report, scalar_metrics, write_metrics_json
+from t2ilab.models.training_state import rng_untouched
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,14 @@ class EvaluationCallback(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # rank 0 computes the (cached) reference statistics and trains/caches the classifier first;
-        # the others then load networks and the cached classifier
-        if trainer.is_global_zero:
-            self.evaluator.prepare(pl_module.device, reference=True)
-        trainer.strategy.barrier("t2ilab_eval_prepare")
-        if not trainer.is_global_zero:
-            self.evaluator.prepare(pl_module.device, reference=False)
+        # the others then load networks and the cached classifier. The training RNG is left as it was:
+        # a run trains the same weights with or without evaluation (a sweep job and its reproduction)
+        with rng_untouched():
+            if trainer.is_global_zero:
+                self.evaluator.prepare(pl_module.device, reference=True)
+            trainer.strategy.barrier("t2ilab_eval_prepare")
+            if not trainer.is_global_zero:
+                self.evaluator.prepare(pl_module.device, reference=False)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a resumed run continues the schedule instead of evaluating at its first batch (the loops,
@@ -101,9 +104,10 @@ class EvaluationCallback(L.Callback):
         self._last_step = step
         pl_module.eval()
         try:
-            result = self.evaluator.evaluate(
-                pl_module, rank=trainer.global_rank, world_size=trainer.world_size,
-                gather=trainer.strategy.all_gather, sample_dir=self._sample_dir(trainer, step))
+            with rng_untouched():  # a periodic evaluation does not shift the training's random draws
+                result = self.evaluator.evaluate(
+                    pl_module, rank=trainer.global_rank, world_size=trainer.world_size,
+                    gather=trainer.strategy.all_gather, sample_dir=self._sample_dir(trainer, step))
         finally:
             pl_module.train(was_training)
         if trainer.world_size > 1:

@@ -37,6 +37,17 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+@contextlib.contextmanager
+def rng_untouched() -> Iterator[None]:
+    """Every RNG a training step draws from is as it was after the block (work beside the training, such as
+    an evaluation, must not change the training's random draws)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Put back what ``rng_state`` returned (CUDA only when the device count matches)."""
     random.setstate(state["python"])

@@ -131,6 +131,10 @@ def child_overrides(manifest: Mapping[str, Any], out_dir: str | os.PathLike, ext
     extra_keys = {override_key(o) for o in extra}
     kept = [o for o in manifest.get("overrides") or [] if not ours(o) and override_key(o) not in extra_keys]
     out = [*kept, *extra, f"hydra.run.dir={hydra_quote(str(Path(out_dir).resolve()))}"]
+    # what the run resolved itself (a sweep job evaluated its final model: eval_after=auto in a multirun)
+    recorded = (manifest.get("config") or {}).get("eval_after")
+    if module == "train" and isinstance(recorded, bool) and "eval_after" not in {override_key(o) for o in out}:
+        out.append(f"eval_after={str(recorded).lower()}")
     return out + (["ckpt_path=null"] if module == "train" else [])
 
 
