@@ -130,6 +130,19 @@ def test_a_grid_sweep_ends_in_quality_numbers_ranked_best_first(sweep, tmp_path,
     means = [float(r[2].split(" ± ")[0]) for r in rows[1:]]
     assert means == sorted(means) and len(means) == 2
     assert "eval/prompt_accuracy_n" in out.split("## Diagnostics", 1)[1]
+    # per-class truth: its own table (worst class first), the classes each run prompted, in W&B as well
+    per_class = table_rows(out.split("## Per-class prompt accuracy", 1)[1].split("## Diagnostics", 1)[0])
+    prompted = sorted({k.split("/", 1)[1] for d in run_dirs(sweep) for k in json.loads(
+        next(d.glob("eval/step_*/metrics.json")).read_text()) if k.startswith("class_accuracy/")})
+    assert len(prompted) >= 2 and per_class[0][:3] == ["model.optimizer.lr", "n", "worst class"]
+    assert sorted(per_class[0][3:]) == prompted and len(per_class) == 3
+    first = run_dirs(sweep)[0]
+    logged = read_offline_run(first)
+    for name in {k.split("/", 1)[1] for k in json.loads(next(first.glob("eval/step_*/metrics.json")).read_text())
+                 if k.startswith("class_accuracy/")}:
+        assert 0 <= logged["summary"][f"eval/class_accuracy/{name}"] <= 1
+        assert logged["metrics"][f"eval/class_accuracy/{name}"]["summary"] == ["max"]
+    assert logged["summary"]["eval/confusion_table/_type"] == "table-file"  # W&B's confusion-matrix chart
 
 
 def _images(page: str) -> list[bytes]:

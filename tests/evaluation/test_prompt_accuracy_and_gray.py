@@ -29,6 +29,27 @@ def test_prompt_accuracy_of_real_images_matches_heldout_accuracy(fmnist_dm, metr
     # classifier_fd (Frechet distance in the classifier's features): real images are far closer to the
     # real split than noise is
     assert 0 <= real["classifier_fd"] < 0.2 * noise["classifier_fd"], (real["classifier_fd"], noise["classifier_fd"])
+    # per-class truth: every class prompted, the counts' diagonal is the overall accuracy
+    names = list(fmnist_dm.class_names)
+    per = {n: real[f"class_accuracy/{n}"] for n in names}
+    counts = torch.tensor(real["confusion"]["counts"])
+    assert real["confusion"]["classes"] == names and int(counts.sum()) == 300
+    assert float(counts.diagonal().sum() / 300) == pytest.approx(real["prompt_accuracy"])
+    assert real["prompt_accuracy_worst"] == min(per.values())
+    # a "model" that draws trousers whenever a pullover is asked for: that class collapses, the pair tops the
+    # list (trousers, not coats: this small classifier itself reads a fifth of real coats as pullovers)
+    swapped = replay_model(fmnist_dm)
+    pullover, trouser = names.index("pullover"), names.index("trouser")
+    trousers = [i for i in range(len(swapped.ds)) if swapped.ds.label(i) == trouser]
+    for caption, items in swapped.items.items():
+        if items and swapped.ds.label(items[0]) == pullover:
+            swapped.items[caption] = trousers
+    bad = ev.evaluate(swapped)
+    assert bad["class_accuracy/pullover"] < 0.2 < per["pullover"]
+    assert bad["prompt_accuracy_worst"] == bad["class_accuracy/pullover"]
+    top = bad["confusions"][0]
+    assert (top["prompted"], top["drawn_as"]) == ("pullover", "trouser") and top["fraction"] > 0.8
+    assert bad["confusion"]["counts"][pullover][trouser] == top["count"]
 
 
 def test_gray_images_equal_their_rgb_repeat_in_inception_and_clip(extractor, metrics_cfg):
@@ -47,3 +68,24 @@ def test_gray_images_equal_their_rgb_repeat_in_inception_and_clip(extractor, met
     scorer = ClipScorer(metrics_cfg()["clip"], None, "cpu")
     text = scorer.encode_prompts(["a photo of a sneaker"] * 2)
     assert torch.equal(scorer.score(gray, text), scorer.score(rgb, text))
+
+
+def test_per_class_accuracy_confusions_and_the_summary_line():
+    from t2ilab.evaluation.results import scalar_metrics, summary_line
+    from t2ilab.evaluation.scoring import per_class
+
+    names = ["tee", "coat", "bag", "shoe"]  # "shoe" never prompted: no accuracy for it
+    labels = torch.tensor([0] * 4 + [1] * 5 + [2] * 2)
+    pred = torch.tensor([0, 0, 0, 1] + [1, 0, 0, 3, 1] + [2, 2])
+    out = per_class(pred, labels, names)
+    assert out["class_accuracy/tee"] == 0.75 and out["class_accuracy/coat"] == 0.4 and out["class_accuracy/bag"] == 1.0
+    assert "class_accuracy/shoe" not in out and out["prompt_accuracy_worst"] == 0.4
+    assert out["confusion"]["counts"][1] == [2, 2, 0, 1]
+    # ordered by the share of the prompted class: coat->tee 2/5, tee->coat 1/4, coat->shoe 1/5
+    assert [(c["prompted"], c["drawn_as"], c["count"]) for c in out["confusions"]] == [
+        ("coat", "tee", 2), ("tee", "coat", 1), ("coat", "shoe", 1)]
+    line = summary_line({"prompt_accuracy": 0.6, **out, "skipped": {}})
+    assert "weakest classes: coat 0.40, tee 0.75, bag 1.00" in line and "coat drawn as tee 40%" in line
+    assert "class_accuracy/" not in line
+    assert scalar_metrics(out).keys() == {"class_accuracy/tee", "class_accuracy/coat", "class_accuracy/bag",
+                                          "prompt_accuracy_worst"}

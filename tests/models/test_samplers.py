@@ -130,6 +130,62 @@ def test_ddim_eta_1_is_the_ddpm_posterior_step(prediction, num_steps):
             torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9, msg=f"t={int(t)} noise seed {seed}")
 
 
+# -- limited-interval guidance ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ddim", "dpm_solver++", "euler"])
+def test_guidance_interval_covering_every_step_is_cfg_and_an_empty_one_is_no_guidance(vmodel, conds, generators,
+                                                                                    name):
+    cond, opts = conds(3), {"sampler": name, "num_steps": 6, "guidance_scale": 3.0}
+    cfg = vmodel.generate(cond, generator=generators(3), **opts)
+    plain = vmodel.generate(cond, generator=generators(3), **{**opts, "guidance_scale": 1.0})
+    assert (cfg - plain).abs().max() > 1e-3  # guidance changes these samples
+    everywhere = vmodel.generate(cond, generator=generators(3), guidance_interval=[0.0, float("inf")], **opts)
+    torch.testing.assert_close(everywhere, cfg, atol=0, rtol=0)
+    nowhere = vmodel.generate(cond, generator=generators(3), guidance_interval=[2.0, 2.0], **opts)
+    torch.testing.assert_close(nowhere, plain, atol=1e-6, rtol=0)
+    middle = vmodel.generate(cond, generator=generators(3), guidance_interval=[0.3, 5.0], **opts)
+    assert (middle - cfg).abs().max() > 1e-4 and (middle - plain).abs().max() > 1e-4
+
+
+def test_guidance_interval_guides_exactly_the_steps_whose_sigma_lies_inside(vmodel, conds, generators):
+    """Doubled (guided) network calls happen at the steps with sigma in (lo, hi], single calls elsewhere."""
+    n, lo, hi = 2, 0.3, 5.0
+    sched = vmodel.sampler(8, name="ddim")
+    alphas = vmodel.noise_scheduler.alphas_cumprod
+    sigmas = [samplers.noise_level(float(alphas[int(t)])) for t in sched.timesteps]
+    want = [2 * n if lo < s <= hi else n for s in sigmas]
+    assert n in want and 2 * n in want  # the interval splits these 8 steps
+    batch_sizes = []
+    hook = vmodel.ema.module.register_forward_hook(lambda mod, args, out: batch_sizes.append(args[0].shape[0]))
+    try:
+        vmodel.generate(conds(n), generator=generators(n), sampler="ddim", num_steps=8, guidance_scale=2.0,
+                        guidance_interval=[lo, hi])
+    finally:
+        hook.remove()
+    assert batch_sizes == want
+
+
+@pytest.mark.parametrize("bad", [[5.0, 1.0], [-1.0, 2.0], [1.0], "abc", [True, 2.0]])
+def test_a_bad_guidance_interval_is_a_clear_error(vmodel, conds, make_model, bad):
+    with pytest.raises(ValueError, match=r"sampling.guidance_interval=.* must be \[lo, hi\] noise levels"):
+        vmodel.generate(conds(1), guidance_interval=bad, num_steps=2)
+    with pytest.raises(Exception, match=r"sampling.guidance_interval="):
+        make_model("diffusion", image_size=SIZE, sampling={"guidance_interval": bad})
+
+
+def test_the_pre_launch_check_refuses_a_reversed_interval_and_accepts_inf():
+    from hydra import compose, initialize_config_dir
+
+    from t2ilab.utils.config import CONF_DIR
+    from t2ilab.utils.schema import validate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        validate(compose("train", overrides=["model=diffusion", "model.sampling.guidance_interval=[0,inf]"]))
+        cfg = compose("train", overrides=["model=diffusion", "model.sampling.guidance_interval=[5,1]"])
+    with pytest.raises(ValueError, match=r"model.sampling.guidance_interval=\[5, 1\] must be \[lo, hi\] noise levels "
+                                         r"sigma with 0 <= lo <= hi .*e.g. model.sampling.guidance_interval=\[0.3,5.0\]"):
+        validate(cfg)
+
+
 # -- errors ---------------------------------------------------------------------------------------
 def test_unknown_sampler_is_a_clear_error_in_module_and_schema(vmodel, make_model, conds):
     from hydra import compose, initialize_config_dir

@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"--metric {', '.join(unknown)}: no run has it; available: {', '.join(available)}")
     if args.rank and args.rank not in available:
         return _fail(f"--rank {args.rank}: no run has it; available: {', '.join(available)}")
-    metrics, diagnostics = (list(dict.fromkeys(args.metric)), []) if args.metric else split_metrics(available)
-    rank = rank_metric(runs, metrics + diagnostics, args.rank)
-    groups = group_runs(runs, by, metrics + diagnostics)
+    metrics, per_class, diagnostics = ((list(dict.fromkeys(args.metric)), [], []) if args.metric
+                                       else split_metrics(available))
+    rank = rank_metric(runs, metrics + per_class + diagnostics, args.rank)
+    groups = group_runs(runs, by, metrics + per_class + diagnostics)
     if rank is not None:
         groups = rank_groups(groups, rank)
     flag_failed(groups, [r for r in loaded.failed if r.kind == kind], by)
@@ -121,14 +122,15 @@ def main(argv: list[str] | None = None) -> int:
 
     studies = [load_study_view(p) for p in find_studies(args.paths)]  # Optuna sweep dirs: history, importances
     md = markdown_report(groups, by, metrics, auto=not args.by, excluded=loaded.excluded, rank=rank,
-                         diagnostics=diagnostics)
+                         diagnostics=diagnostics, per_class=per_class)
     md += "".join("\n" + "\n".join(study_markdown(s)) for s in studies)
     (out / "report.md").write_text(md)
-    (out / "report.json").write_text(json.dumps(report_data(groups, by, metrics + diagnostics, loaded.excluded, rank),
+    (out / "report.json").write_text(json.dumps(report_data(groups, by, metrics + per_class + diagnostics,
+                                                            loaded.excluded, rank),
                                                 indent=1,
                                                 default=str))
     (out / "report.html").write_text(html_page(groups, by, metrics, loaded.excluded, rank=rank,
-                                               diagnostics=diagnostics, studies=studies))
+                                               diagnostics=diagnostics, studies=studies, per_class=per_class))
     try:
         print(md)
     except BrokenPipeError:  # `... | head`: the files are written, the reader just stopped

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from t2ilab.evaluation.scoring import CLASS_PREFIX
 from t2ilab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,20 @@ def write_metrics_json(result: dict[str, Any], directory: str | os.PathLike, ste
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    """One human-readable line with every metric and the skipped ones.
+    """One human-readable line with every metric (per-class accuracies as the worst classes and the top
+    confusions) and the skipped ones.
 
     Args:
         result: ``Evaluator.compute`` output.
     """
-    parts = [f"{k}={v:.4g}" for k, v in scalar_metrics(result).items()]
+    scalars = scalar_metrics(result)
+    parts = [f"{k}={v:.4g}" for k, v in scalars.items() if not k.startswith(CLASS_PREFIX)]
+    per = sorted((v, k[len(CLASS_PREFIX):]) for k, v in scalars.items() if k.startswith(CLASS_PREFIX))
+    if per:
+        parts.append("weakest classes: " + ", ".join(f"{name} {v:.2f}" for v, name in per[:3]))
+    if result.get("confusions"):
+        parts.append("top confusions: " + ", ".join(f"{c['prompted']} drawn as {c['drawn_as']} {c['fraction']:.0%}"
+                                                    for c in result["confusions"][:3]))
     parts += [f"{k}=SKIPPED" for k in result.get("skipped", {})]
     return " ".join(parts)
 
@@ -89,6 +98,19 @@ def sample_table(ev: Any) -> Any:
     return table
 
 
+def confusion_plot(confusion: dict[str, Any]) -> Any:
+    """W&B's confusion-matrix chart of prompted class (rows) vs the class the reference classifier read."""
+    import wandb
+
+    truth, drawn = [], []
+    for i, row in enumerate(confusion["counts"]):
+        for j, c in enumerate(row):
+            truth += [i] * c
+            drawn += [j] * c
+    return wandb.plot.confusion_matrix(y_true=truth, preds=drawn, class_names=confusion["classes"],
+                                       title="prompted class vs class drawn (reference classifier)")
+
+
 def log_summary(result: dict[str, Any], loggers: Iterable[Any], prefix: str, step: int | None = None) -> list[Any]:
     """The scalar metrics of ``result`` (``prefix``-ed) to every logger and to the W&B run summaries
     (with the reasons of skipped metrics); returns those W&B runs for entry-specific tables."""
@@ -115,8 +137,10 @@ def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None
         evaluator: the Evaluator whose thumbnails go into the W&B sample table (None = no table).
     """
     for run in log_summary(result, loggers, PREFIX, step):
+        # same x-axis convention as Lightning's WandbLogger (no explicit wandb step)
+        x_axis = {} if step is None else {"trainer/global_step": step}
         if evaluator is not None and evaluator.thumbnails:
-            # same x-axis convention as Lightning's WandbLogger (no explicit wandb step)
-            x_axis = {} if step is None else {"trainer/global_step": step}
             run.log({PREFIX + "samples": sample_table(evaluator), **x_axis})
+        if result.get("confusion"):
+            run.log({PREFIX + "confusion": confusion_plot(result["confusion"]), **x_axis})
     log.info("evaluation%s: %s", "" if step is None else f" @ step {step}", summary_line(result))

@@ -41,6 +41,7 @@ def compute(ev: Any, rec: dict[str, torch.Tensor]) -> dict[str, Any]:
         out["prompt_accuracy"] = float((got["pred"][ok] == labels[ok]).float().mean())
         out["prompt_accuracy_n"] = int(ok.sum())
         out["classifier_heldout_accuracy"] = ev.classifier.heldout_accuracy
+        out.update(per_class(got["pred"][ok], labels[ok], class_names(ev)))
     if "clf_features" in got and ev.classifier_real is not None:
         out["classifier_fd"] = fm.frechet_distance(fm.frechet_stats(got["clf_features"]), ev.classifier_real)
     out["nonfinite_fraction"] = float(got["nonfinite"].mean())
@@ -48,6 +49,42 @@ def compute(ev: Any, rec: dict[str, torch.Tensor]) -> dict[str, Any]:
         log.error("%.2g%% of generated pixels are NaN/inf (mapped to 0)", 100 * out["nonfinite_fraction"])
     out["skipped"] = {m: r for m, r in ev.skipped.items() if getattr(s, m, False)}
     out["meta"] = meta(ev, rec["seconds"].reshape(-1, len(STAGES)).amax(0))
+    return out
+
+
+CLASS_PREFIX = "class_accuracy/"  # per-class prompt accuracy: class_accuracy/<class name>
+TOP_CONFUSIONS = 5
+
+
+def class_names(ev: Any) -> list[str]:
+    """The datamodule's class names (``class_<i>`` where it has none), as many as the classifier's classes."""
+    names = getattr(ev.dm, "class_names", None) or []
+    return [str(names[i]) if i < len(names) else f"class_{i}" for i in range(ev.classifier.shape["num_classes"])]
+
+
+def per_class(pred: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """Per-class truth of prompt accuracy over the label-stating prompts.
+
+    Returns ``class_accuracy/<name>`` (share of the class's samples the reference classifier reads as that
+    class; only classes that were prompted), ``prompt_accuracy_worst`` (the lowest of them),
+    ``confusion`` (``{"classes": names, "counts": [[prompted i drawn as j]]}``) and ``confusions`` (the
+    ``TOP_CONFUSIONS`` most frequent off-diagonal pairs: prompted, drawn_as, count, fraction of the class).
+    """
+    k = len(names)
+    counts = torch.bincount(labels.long() * k + pred.long(), minlength=k * k).reshape(k, k)
+    totals = counts.sum(1)
+    out: dict[str, Any] = {}
+    acc = {i: int(counts[i, i]) / int(totals[i]) for i in range(k) if totals[i] > 0}
+    for i, a in acc.items():
+        out[CLASS_PREFIX + names[i]] = a
+    if acc:
+        out["prompt_accuracy_worst"] = min(acc.values())
+    off = counts.clone().fill_diagonal_(0)
+    pairs = [(int(off[i, j]), i, j) for i in range(k) for j in range(k) if off[i, j] > 0]
+    out["confusion"] = {"classes": list(names), "counts": counts.tolist()}
+    out["confusions"] = [{"prompted": names[i], "drawn_as": names[j], "count": c, "fraction": c / int(totals[i])}
+                         for c, i, j in sorted(pairs, key=lambda p: (-p[0] / int(totals[p[1]]), p[1], p[2]))
+                         [:TOP_CONFUSIONS]]
     return out
 
 

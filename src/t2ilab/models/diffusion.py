@@ -19,7 +19,8 @@ from torch import nn
 from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.options import DiffusionSampling
-from t2ilab.models.samplers import X0Guidance, build_scheduler, denoise, get_sampler, initial_noise, truncate
+from t2ilab.models.samplers import (X0Guidance, build_scheduler, check_interval, denoise, get_sampler,
+                                    initial_noise, truncate)
 
 from t2ilab.choices import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
 from t2ilab.utils.typecheck import OneOf, Range
@@ -41,7 +42,9 @@ class DiffusionModule(TextConditionedModule):
             (1 = no guidance; w in eps_u + w (eps_c - eps_u)), ``eta`` (0 = deterministic DDIM; > 0
             picks the stochastic variant of dpm_solver++ / euler; ddpm is always stochastic),
             ``clip_x0`` (clamp the predicted x0 to [-1, 1] at every step and recompute the noise
-            prediction from it, so the update stays consistent; see ``sampler``).
+            prediction from it, so the update stays consistent; see ``sampler``),
+            ``guidance_interval`` (``[lo, hi]``: guide only at noise levels sigma in (lo, hi],
+            Kynkäänniemi et al. 2024; null = every step; ``samplers.check_interval``).
     """
 
     family = "diffusion"
@@ -58,6 +61,7 @@ class DiffusionModule(TextConditionedModule):
         kwargs["sampling"] = {**options.defaults(DiffusionSampling), **(kwargs.get("sampling") or {})}
         super().__init__(**kwargs)
         get_sampler(self.sampling_defaults["sampler"])  # an unknown sampler fails at construction
+        check_interval(self.sampling_defaults["guidance_interval"])
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"model.loss_weighting={loss_weighting!r}: expected one of {LOSS_WEIGHTINGS}")
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, float(min_snr_gamma)
@@ -118,12 +122,13 @@ class DiffusionModule(TextConditionedModule):
 
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, num_steps: int = 50,
                   guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False,
-                  sampler: str = "ddim") -> torch.Tensor:
+                  sampler: str = "ddim", guidance_interval: Any = None) -> torch.Tensor:
         n = cond.shape[0]
         x = self.randn((n, *self.sample_shape), generator)
         sched = self.sampler(num_steps, clip_x0, eta=eta, name=sampler)
         return denoise(self, net, sched, initial_noise(sched, x), sched.timesteps, cond, self.null_cond(n), generator,
-                       sampler=sampler, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0)
+                       sampler=sampler, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0,
+                       guidance_interval=guidance_interval)
 
     # -- SDEdit and x0 guidance -----------------------------------------------------------------
     @torch.no_grad()
@@ -165,7 +170,8 @@ class DiffusionModule(TextConditionedModule):
                 x0 = self._to_sample_space(images.to(self.device, torch.float32) * 2.0 - 1.0)
                 x = sched.add_noise(x0, noise, timesteps[:1].expand(n))
             x = denoise(self, net, sched, x, timesteps, c, u, generator, sampler=opts["sampler"],
-                        guidance_scale=opts["guidance_scale"], eta=opts["eta"], clip_x0=opts["clip_x0"])
+                        guidance_scale=opts["guidance_scale"], eta=opts["eta"], clip_x0=opts["clip_x0"],
+                        guidance_interval=opts["guidance_interval"])
         return to_unit_range(self.x0_to_images(x))
 
     def _to_sample_space(self, images: torch.Tensor) -> torch.Tensor:

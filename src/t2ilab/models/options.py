@@ -30,6 +30,17 @@ class OptimizerOptions:
     eps: float = setting(1e-8, gt=0)
 
 
+def interval_problem(value: Any) -> str | None:
+    """What is wrong with a ``sampling.guidance_interval`` (None = fine): [lo, hi] with 0 <= lo <= hi."""
+    try:
+        lo, hi = (float(v) for v in value)
+        if not any(isinstance(v, bool) for v in value) and 0.0 <= lo <= hi:
+            return None
+    except (TypeError, ValueError):
+        pass
+    return "must be [lo, hi] noise levels sigma with 0 <= lo <= hi (null = guide at every step)"
+
+
 @dataclasses.dataclass
 class DiffusionSampling:
     sampler: choices("Sampler", SAMPLER_NAMES) = setting("ddim")  # type: ignore[valid-type]
@@ -37,6 +48,7 @@ class DiffusionSampling:
     guidance_scale: float = setting(2.0, ge=0)
     eta: float = setting(0.0, ge=0, le=1)
     clip_x0: bool = setting(False)
+    guidance_interval: Optional[list[float]] = setting(None, example="[0.3,5.0]", check=interval_problem)  # sigma range of CFG; null = all steps
 
 
 @dataclasses.dataclass

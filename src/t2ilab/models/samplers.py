@@ -44,6 +44,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from t2ilab.choices import SAMPLER_NAMES
 from t2ilab.compat.diffusers import FiniteDDIMScheduler
 from t2ilab.models.generation import step_done
+from t2ilab.models.options import interval_problem
 
 X0Guidance = Callable[[torch.Tensor, int], "torch.Tensor | None"]
 
@@ -168,6 +169,26 @@ def shift_prediction(out: torch.Tensor, x_t: torch.Tensor, prediction: str, alph
     return out - x0_shift_factor(prediction, alpha_bar) * (new - x0)
 
 
+def noise_level(alpha_bar: float) -> float:
+    """sigma = sqrt((1 - a) / a) of the VP noise level a = alpha_bar (the EDM / Euler sigma)."""
+    return math.sqrt(max(1.0 - alpha_bar, 0.0) / max(alpha_bar, 1e-20))
+
+
+def check_interval(interval: Any) -> tuple[float, float] | None:
+    """``sampling.guidance_interval`` as ``(lo, hi)``, or None (guide at every step).
+
+    Limited-interval guidance (Kynkäänniemi et al., NeurIPS 2024): classifier-free guidance only at
+    the steps whose noise level sigma (:func:`noise_level`) lies in ``(lo, hi]``; elsewhere the
+    conditional prediction alone (one network call instead of two). ``[0, inf]`` (``.inf`` in YAML)
+    is plain CFG, ``lo == hi`` guides nowhere."""
+    if interval is None:
+        return None
+    if (why := interval_problem(interval)) is not None:
+        raise ValueError(f"sampling.guidance_interval={interval!r} {why}, e.g. [0.3, 5.0]")
+    lo, hi = (float(v) for v in interval)
+    return lo, hi
+
+
 def initial_noise(sched: SchedulerMixin, noise: torch.Tensor) -> torch.Tensor:
     """Pure noise in the scheduler's sample space (Euler: sigma space, std ``init_noise_sigma``)."""
     sigma = float(sched.init_noise_sigma)
@@ -176,29 +197,33 @@ def initial_noise(sched: SchedulerMixin, noise: torch.Tensor) -> torch.Tensor:
 
 def denoise(model: Any, net: torch.nn.Module, sched: SchedulerMixin, x: torch.Tensor, timesteps: torch.Tensor,
             cond: torch.Tensor, uncond: torch.Tensor, generator: Any, *, sampler: str = "ddim",
-            guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False) -> torch.Tensor:
+            guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False,
+            guidance_interval: Any = None) -> torch.Tensor:
     """Run ``sched`` over ``timesteps`` from ``x`` (its sample space); returns the final sample.
 
     Classifier-free guidance: out = out_u + w (out_c - out_u), with ``uncond`` as the unconditional
-    branch (the learned null condition; SDEdit's ``source_cond`` for "guidance toward the difference").
+    branch (the learned null condition; SDEdit's ``source_cond`` for "guidance toward the difference"),
+    at the steps whose noise level lies in ``guidance_interval`` (:func:`check_interval`; None = all).
     ``model`` supplies ``prediction``, ``noise_scheduler.alphas_cumprod``, ``randn``, ``device`` and
     ``_x0_guidance`` (the hook of ``DiffusionModule.guided_by``).
     """
-    guided = guidance_scale != 1.0
-    both = torch.cat([cond, uncond]) if guided else cond
+    interval = check_interval(guidance_interval)
+    both = torch.cat([cond, uncond]) if guidance_scale != 1.0 else cond
     params = inspect.signature(sched.step).parameters
     hook = getattr(model, "_x0_guidance", None)
     clip_here = bool(clip_x0) and not get_sampler(sampler).clips_x0
     alphas = model.noise_scheduler.alphas_cumprod
     for t in timesteps:
+        step_t = int(round(float(t)))
+        sigma = noise_level(float(alphas[step_t]))
+        guided = guidance_scale != 1.0 and (interval is None or interval[0] < sigma <= interval[1])
         x_t = sched.scale_model_input(x, t)  # the VP input x_t (Euler: x_sigma / sqrt(sigma^2 + 1))
         x_in = torch.cat([x_t, x_t]) if guided else x_t
-        out = net(x_in, t.expand(x_in.shape[0]).to(model.device), both).float()
+        out = net(x_in, t.expand(x_in.shape[0]).to(model.device), both if guided else cond).float()
         if guided:
             c, u = out.chunk(2)
             out = u + guidance_scale * (c - u)
         if hook is not None or clip_here:
-            step_t = int(round(float(t)))
             out = shift_prediction(out, x_t, model.prediction, float(alphas[step_t]), clip=clip_here,
                                    guidance=hook, t=step_t)
         kw: dict[str, Any] = {}

@@ -12,8 +12,9 @@ import html
 import io
 import statistics
 from pathlib import Path
+from typing import Any
 
-from t2ilab.reporting.table import Group, fmt_n, fmt_stat, fmt_value, ranking_line
+from t2ilab.reporting.table import PER_CLASS_NOTE, Group, fmt_n, fmt_stat, fmt_value, ranking_line, short_name
 
 MAX_GRID_SIDE = 1024  # larger grids are downscaled before embedding (keeps the page small)
 
@@ -84,9 +85,9 @@ def image_uri(path: Path) -> str:
         return png_uri(buf.getvalue())
 
 
-def _table(groups: list[Group], by: list[str], metrics: list[str]) -> str:
+def _table(groups: list[Group], by: list[str], metrics: list[str], heading: Any = str) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in [*(by or ["group"]), "n", *metrics])
+    head = "".join(f"<th>{e(h)}</th>" for h in [*(by or ["group"]), "n", *map(heading, metrics)])
     rows = []
     for g in groups:
         keys = [fmt_value(g.values[k]) for k in by] or [g.label]
@@ -97,7 +98,7 @@ def _table(groups: list[Group], by: list[str], metrics: list[str]) -> str:
 
 def html_page(groups: list[Group], by: list[str], metrics: list[str], excluded: list[str] = (),
               title: str = "t2ilab ablation report", rank: str | None = None, diagnostics: list[str] = (),
-              studies: list = ()) -> str:
+              studies: list = (), per_class: list[str] = ()) -> str:
     """The complete page as a string."""
     e = html.escape
     n = sum(len(g.runs) for g in groups)
@@ -107,6 +108,9 @@ def html_page(groups: list[Group], by: list[str], metrics: list[str], excluded: 
              f"{e(', '.join(by) or 'nothing (one group)')}. Cells: mean ± sample std over seeds. "
              f"{e(ranking_line(rank).replace('`', ''))}</p>",
              _table(groups, by, metrics)]
+    if per_class:
+        parts.append(f"<h2>Per-class prompt accuracy</h2><p>{e(PER_CLASS_NOTE.replace('`', ''))}</p>"
+                     f"{_table(groups, by, list(per_class), heading=short_name)}")
     if diagnostics:
         parts.append(f"<details><summary>Diagnostics ({e(', '.join(diagnostics))})</summary>"
                      f"{_table(groups, by, list(diagnostics))}</details>")

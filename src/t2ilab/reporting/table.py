@@ -147,12 +147,26 @@ def group_runs(runs: list[Run], by: list[str], metrics: list[str]) -> list[Group
 RANK_PRIORITY = ("eval/classifier_fd", "eval/fid", "eval/kid_mean", "eval/prompt_accuracy", "eval/clip_score")
 
 
-def split_metrics(metrics: list[str]) -> tuple[list[str], list[str]]:
-    """(quality metrics: a best value means something; diagnostics: counts, stds, bookkeeping)."""
+def is_per_class(metric: str) -> bool:
+    """Per-class prompt accuracy (``eval/class_accuracy/<class>``) or its worst class: a table of their own."""
+    return "class_accuracy/" in metric or metric.endswith("prompt_accuracy_worst")
+
+
+def split_metrics(metrics: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(quality metrics: a best value means something; per class: the worst class first, then each class;
+    diagnostics: counts, stds, bookkeeping)."""
     from t2ilab.tracking.objective import metric_goal
 
-    quality = [m for m in metrics if metric_goal(m) is not None]
-    return quality, [m for m in metrics if m not in quality]
+    per_class = sorted((m for m in metrics if is_per_class(m)), key=lambda m: "class_accuracy/" in m)
+    quality = [m for m in metrics if metric_goal(m) is not None and m not in per_class]
+    return quality, per_class, [m for m in metrics if m not in quality and m not in per_class]
+
+
+def short_name(metric: str) -> str:
+    """Column heading of a per-class metric: the class name (``worst class`` for the minimum)."""
+    if "class_accuracy/" in metric:
+        return metric.split("class_accuracy/", 1)[1]
+    return "worst class" if metric.endswith("prompt_accuracy_worst") else metric
 
 
 def rank_metric(runs: list[Run], metrics: list[str], requested: str | None = None) -> str | None:
@@ -199,14 +213,18 @@ def _row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
-def markdown_table(groups: list[Group], by: list[str], metrics: list[str]) -> str:
-    """One row per group: grouping values, n, then ``mean ± std`` per metric."""
-    head = [*(by or ["group"]), "n", *metrics]
+def markdown_table(groups: list[Group], by: list[str], metrics: list[str], heading: Any = str) -> str:
+    """One row per group: grouping values, n, then ``mean ± std`` per metric (column ``heading(metric)``)."""
+    head = [*(by or ["group"]), "n", *map(heading, metrics)]
     lines = [_row(head), _row(["---"] * len(head))]
     for g in groups:
         keys = [fmt_value(g.values[k]) for k in by] or [g.label]
         lines.append(_row([*keys, fmt_n(g), *(fmt_stat(g.stats.get(m), len(g.runs)) for m in metrics)]))
     return "\n".join(lines)
+
+
+PER_CLASS_NOTE = ("Share of each prompted class that the reference classifier reads as that class (same order "
+                  "as the table above); each run's `metrics.json` lists its most frequent confusions.")
 
 
 def ranking_line(rank: str | None) -> str:
@@ -219,14 +237,19 @@ def ranking_line(rank: str | None) -> str:
 
 
 def markdown_report(groups: list[Group], by: list[str], metrics: list[str], auto: bool,
-                    excluded: list[str] = (), rank: str | None = None, diagnostics: list[str] = ()) -> str:
-    """The whole report.md: summary line, the ranked table, diagnostics, runs per group, excluded runs."""
+                    excluded: list[str] = (), rank: str | None = None, diagnostics: list[str] = (),
+                    per_class: list[str] = ()) -> str:
+    """The whole report.md: summary line, the ranked table, per-class prompt accuracy, diagnostics, runs per
+    group, excluded runs."""
     n = sum(len(g.runs) for g in groups)
     how = ("the config keys that differ between runs" if auto else "the --by keys") if by else "nothing (one group)"
     out = ["# Ablation report", "",
            f"{n} runs in {len(groups)} groups; grouped by {how}: {', '.join(f'`{k}`' for k in by) or '—'}. "
            "Cells are mean ± sample std over the group's runs (seeds); n = runs per group. " + ranking_line(rank),
            "", markdown_table(groups, by, metrics), ""]
+    if per_class:
+        out += ["## Per-class prompt accuracy", "", PER_CLASS_NOTE, "",
+                markdown_table(groups, by, list(per_class), heading=short_name), ""]
     if diagnostics:
         out += ["## Diagnostics", "", markdown_table(groups, by, list(diagnostics)), ""]
     out += ["## Runs", "", _row(["group", "seed", "run dir"]), _row(["---"] * 3)]

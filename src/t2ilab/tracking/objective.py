@@ -20,6 +20,7 @@ EVAL_METRICS: dict[str, tuple[str, bool]] = {
     "isc_mean": ("isc", False), "isc_std": ("isc", False),
     "precision": ("prc", False), "recall": ("prc", False), "prc_f_score": ("prc", False),
     "clip_score": ("clip_score", False), "prompt_accuracy": ("prompt_accuracy", False),
+    "prompt_accuracy_worst": ("prompt_accuracy", False),  # the lowest per-class accuracy
     "classifier_fd": ("classifier_fd", True),
 }
 
@@ -35,6 +36,8 @@ def metric_goal(name: str) -> str | None:
     leaf = name.rsplit("/", 1)[-1]
     if any(tag in name for tag in _NO_GOAL):
         return None
+    if name.startswith("class_accuracy/") or "/class_accuracy/" in name:  # per class: leaf is the class name
+        return "max"
     if leaf in EVAL_METRICS:
         return "min" if EVAL_METRICS[leaf][1] else "max"
     if "loss" in leaf or leaf in ("nll", "kl", "recon") or leaf.endswith("_fd"):

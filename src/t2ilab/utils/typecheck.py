@@ -17,7 +17,7 @@ import dataclasses
 import types
 import typing
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +102,8 @@ def check_node(values: Any, schema: type, prefix: str, errors: list[str]) -> Non
         elif (bad := out_of_range(v, f.metadata.get("range"))) is not None:
             hint = _example_hint(key, f.metadata.get("example"))
             errors.append(f"  {key}={v!r} is out of range: must be {bad}{hint}")
+        elif v is not None and (check := f.metadata.get("check")) is not None and (why := check(v)) is not None:
+            errors.append(f"  {key}={v!r} {why}{_example_hint(key, f.metadata.get('example'))}")
 
 
 def _example_hint(key: str, example: Any) -> str:
@@ -129,16 +131,20 @@ def out_of_range(v: Any, bounds: tuple | None) -> str | None:
 
 
 def option(example: Any, tp_default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-        le: float | None = None, lt: float | None = None) -> Any:
+        le: float | None = None, lt: float | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
     """A schema field: an example for messages and, for numbers, the allowed range (the one declaration of
-    it: train, sample, eval, the multirun pre-launch check and the Optuna search-space check all read it)."""
+    it: train, sample, eval, the multirun pre-launch check and the Optuna search-space check all read it).
+    ``check(value)`` -> what is wrong with a well-typed, non-null value (None = fine), for rules a range
+    cannot say."""
     meta: dict[str, Any] = {"example": example}
+    if check is not None:
+        meta["check"] = check
     if any(b is not None for b in (ge, gt, le, lt)):
         meta["range"] = (gt if gt is not None else ge, lt if lt is not None else le, gt is not None, lt is not None)
     return dataclasses.field(default=tp_default, metadata=meta)
 
 
 def setting(default: Any, *, example: Any = None, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None) -> Any:
+            le: float | None = None, lt: float | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
     """A field whose default is also its example (``example`` when the default is not a good one)."""
-    return option(default if example is None else example, default, ge=ge, gt=gt, le=le, lt=lt)
+    return option(default if example is None else example, default, ge=ge, gt=gt, le=le, lt=lt, check=check)
