@@ -204,3 +204,58 @@ def test_cond_input_puts_the_caption_into_the_first_map():
         g.fc.register_forward_hook(lambda mod, inp, out: maps.append(out))
         g(z, c1), g(z, c2)
         assert torch.equal(maps[0], maps[1]) != cond_input
+
+
+def test_mismatched_pairs_are_scored_from_the_real_features_as_a_separate_pass_would(make_model, fake_batch):
+    """The projection D's caption enters only in its head, so (real, wrong caption) scores come from the reals'
+    trunk features: the loss equals the three-pass computation [real, fake, real] it replaces."""
+    model = make_model("gan", mismatch_weight=0.5, discriminator={"mbstd_group": 0}).eval()  # eval: SN fixed
+    batch = fake_batch(seed=3)
+    real, c = batch["image"], model.prepare_cond(batch["cond"])
+    same = torch.zeros(len(c), len(c), dtype=torch.bool)  # every rolled pair is a mismatch
+    torch.manual_seed(0)
+    loss, stats = model.discriminator_loss(real, c, same)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        fake = model.generator(model.sample_z(len(c)), c)
+        scores = model.discriminator(torch.cat([real, fake, real]), torch.cat([c, c, c.roll(1, 0)]))
+    n = len(c)
+    want = (d_real_loss("hinge", scores[:n]) + d_fake_loss("hinge", scores[n:2 * n])
+            + 0.5 * d_fake_loss("hinge", scores[2 * n:], torch.ones(n, dtype=torch.bool)))
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats["d_mismatch"], scores[2 * n:].mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_lazy_r1_weights_the_penalty_by_its_interval_and_runs_on_every_nth_d_update(make_model, fake_batch, fit,
+                                                                                   monkeypatch):
+    """gp_every = k: the penalty's gradient on its turn is k times the eager one (same in expectation over k
+    updates), and the double backward runs only on every k-th discriminator update."""
+    import t2ilab.models.gan as gan_module
+
+    def d_grads(model, penalise):
+        model.discriminator.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        loss, _ = model.discriminator_loss(real, c, same, penalise=penalise)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.discriminator.parameters() if p.grad is not None])
+
+    k = 4
+    eager = make_model("gan", gp="r1", gp_weight=1.0, mismatch_weight=0.0, discriminator={"mbstd_group": 0}).eval()
+    lazy = make_model("gan", gp="r1", gp_weight=1.0, gp_every=k, mismatch_weight=0.0,
+                      discriminator={"mbstd_group": 0}).eval()
+    lazy.load_state_dict(eager.state_dict())
+    batch = fake_batch(seed=5)
+    real, c = batch["image"], eager.prepare_cond(batch["cond"])
+    same = torch.zeros(len(c), len(c), dtype=torch.bool)
+    base = d_grads(eager, False)
+    assert torch.equal(base, d_grads(lazy, False))  # off turns: the adversarial gradient alone
+    penalty = d_grads(eager, True) - base
+    assert penalty.abs().max() > 1e-6
+    torch.testing.assert_close(d_grads(lazy, True) - base, k * penalty, rtol=1e-4, atol=1e-6)
+
+    calls = []
+    original = gan_module.gradient_penalty
+    monkeypatch.setattr(gan_module, "gradient_penalty", lambda *a: calls.append(1) or original(*a))
+    model = make_model("gan", gp="r1", gp_weight=1.0, gp_every=3, d_steps=2)
+    fit(model, [fake_batch(seed=i) for i in range(3)])  # 6 D updates: the penalty on updates 0 and 3
+    assert len(calls) == 2

@@ -49,10 +49,14 @@ class GANModule(TextConditionedModule):
         adv_loss: ``hinge`` (default) or ``ns`` (non-saturating logistic, as StyleGAN).
         mismatch_weight: weight of the (real image, wrong caption) -> fake term (0 = off).
             Wrong captions are the batch's captions rolled by one; pairs with the same class label
-            (or the same caption) are left out.
+            (or the same caption) are left out. A projection discriminator (one with ``score(h, c)``)
+            scores them from the real images' trunk features (same augmentation as the real term).
         gp: ``none`` | ``r1`` (0.5 E||grad_x D||^2 on reals) | ``ma_gp`` (DF-GAN: E||grad_(x,c) D||^6
             on real, matching pairs).
         gp_weight: weight of the gradient penalty (R1: gamma; DF-GAN uses 2 for MA-GP).
+        gp_every: lazy regularisation (StyleGAN2, Karras et al. 2020): the penalty (its double backward)
+            only on every ``gp_every``-th discriminator update, weighted ``gp_weight * gp_every`` so its
+            gradient per update is the same in expectation; 1 = every update.
         diversity_weight: MSGAN mode-seeking weight (Mao et al. 2019; 0 = off): conditional
             generators tend to ignore z; costs +50% generator compute.
         contrastive_weight: weight of LAFITE's contrastive term (Zhou et al. 2022; 0 = off): D's
@@ -77,7 +81,8 @@ class GANModule(TextConditionedModule):
                  z_dim: Annotated[int, Range(ge=1)] = 128, d_steps: Annotated[int, Range(ge=1)] = 1,
                  adv_loss: Annotated[str, OneOf(ADV_LOSSES)] = "hinge",
                  mismatch_weight: Annotated[float, Range(ge=0)] = 0.5, gp: Annotated[str, OneOf(GP_KINDS)] = "none",
-                 gp_weight: Annotated[float, Range(ge=0)] = 0.0, diversity_weight: Annotated[float, Range(ge=0)] = 0.0,
+                 gp_weight: Annotated[float, Range(ge=0)] = 0.0, gp_every: Annotated[int, Range(ge=1)] = 1,
+                 diversity_weight: Annotated[float, Range(ge=0)] = 0.0,
                  contrastive_weight: Annotated[float, Range(ge=0)] = 0.0,
                  contrastive_temperature: Annotated[float, Range(gt=0)] = 0.1, diffaug: str = "",
                  grad_clip: Annotated[float | None, Range(gt=0)] = None,
@@ -89,7 +94,7 @@ class GANModule(TextConditionedModule):
             raise ValueError(f"model.d_steps={d_steps} must be >= 1")
         self.automatic_optimization = False
         self.z_dim, self.d_steps, self.mismatch_weight = int(z_dim), int(d_steps), float(mismatch_weight)
-        self.gp, self.gp_weight, self.adv_loss = gp, float(gp_weight), adv_loss
+        self.gp, self.gp_weight, self.gp_every, self.adv_loss = gp, float(gp_weight), int(gp_every), adv_loss
         self.diffaug, self.diversity_weight = parse_policy(diffaug), float(diversity_weight)
         self.contrastive_weight, self.contrastive_temperature = float(contrastive_weight), float(contrastive_temperature)
         self.grad_clip, self.grad_clip_algorithm = grad_clip, grad_clip_algorithm
@@ -131,26 +136,38 @@ class GANModule(TextConditionedModule):
 
     # -- losses -----------------------------------------------------------------------------------
     def discriminator_loss(self, real: torch.Tensor, cond: torch.Tensor, same: torch.Tensor,
-                           gen: nn.Module | None = None, train: bool = True) -> tuple[torch.Tensor, dict]:
+                           gen: nn.Module | None = None, train: bool = True,
+                           penalise: bool = True) -> tuple[torch.Tensor, dict]:
         """Loss (``adv_loss``) of D on (real, caption) vs (G(z, caption), caption) and, weighted,
-        (real, wrong caption); plus the gradient penalty and the contrastive term when ``train``.
-        One batched D call. ``same``: ``same_pairs`` of the batch."""
+        (real, wrong caption); plus the gradient penalty (when ``penalise``: the lazy schedule's batches,
+        weight ``gp_weight * gp_every``) and the contrastive term when ``train``. One batched D call.
+        ``same``: ``same_pairs`` of the batch."""
         n, gen = real.shape[0], gen or self.generator
         with torch.no_grad():
             fake = gen(self.sample_z(n), cond)
-        use_gp = train and self.gp != "none" and self.gp_weight > 0
+        use_gp = train and penalise and self.gp != "none" and self.gp_weight > 0
         use_con = train and self.contrastive_weight > 0
         real_in = real.detach().requires_grad_(use_gp)
         cond_in = cond.detach().requires_grad_(use_gp and self.gp == "ma_gp")
         mismatch = ~same.roll(1, 1).diagonal()
         use_mis = self.mismatch_weight > 0  # (a batch of one caption: the mask is empty, the term 0; no host sync)
-        images = [real_in, fake] + ([real] if use_mis else [])
+        # a projection D (``score(h, c)``) scores the mismatched pairs from the reals' trunk features: the same
+        # images (and augmentations) under rolled captions, 2 trunk passes per batch instead of 3
+        d = self.discriminator
+        reuse = use_mis and hasattr(d, "score") and hasattr(d, "features")
+        images = [real_in, fake] + ([real] if use_mis and not reuse else [])
         conds = [cond_in, cond.detach()] + ([cond.detach().roll(1, 0)] if use_mis else [])
-        scores, feats = self.discriminator(self.augment(torch.cat(images)) if train else torch.cat(images),
-                                           torch.cat(conds), return_features=True)
+        x = self.augment(torch.cat(images)) if train else torch.cat(images)
+        if reuse:  # one head call over [real, fake, real] features (spectral norm iterates once per call)
+            feats = d.features(x)
+            scores = d.score(torch.cat([feats, feats[:n]]), torch.cat(conds))
+        else:
+            scores, feats = d(x, torch.cat(conds), return_features=True)
         s_real, s_fake = scores[:n], scores[n:2 * n]
         loss = d_real_loss(self.adv_loss, s_real) + d_fake_loss(self.adv_loss, s_fake)
-        stats = {"d_real": s_real.mean(), "d_fake": s_fake.mean(), "gp": torch.zeros((), device=real.device)}
+        stats = {"d_real": s_real.mean(), "d_fake": s_fake.mean()}
+        if not use_gp and penalise:  # no penalty configured: logged as 0 (lazily skipped batches log nothing)
+            stats["gp"] = torch.zeros((), device=real.device)
         if not train:
             stats["fake_scores"] = s_fake
         if use_mis:
@@ -158,7 +175,7 @@ class GANModule(TextConditionedModule):
             stats["d_mismatch"] = (scores[2 * n:] * mismatch).sum() / mismatch.sum().clamp(min=1)
         if use_gp:
             gp = gradient_penalty(self.gp, s_real, [real_in, cond_in] if self.gp == "ma_gp" else [real_in])
-            loss, stats["gp"] = loss + self.gp_weight * gp, gp
+            loss, stats["gp"] = loss + self.gp_weight * self.gp_every * gp, gp
         if use_con:
             con = self.contrastive(feats[:n], cond.detach(), same)
             loss, stats["d_contrastive"] = loss + self.contrastive_weight * con, con
@@ -190,9 +207,10 @@ class GANModule(TextConditionedModule):
         real, n = batch["image"], batch["image"].shape[0]
         cond = self.drop_cond(self.prepare_cond(batch["cond"]))
         same = self.same_pairs(batch, cond)
-        for _ in range(self.d_steps):
+        for i in range(self.d_steps):
+            d_update = self.global_step * self.d_steps + i  # one step = one batch: a resume keeps the schedule
             with self.toggled_optimizer(opt_d):
-                d_loss, stats = self.discriminator_loss(real, cond, same)
+                d_loss, stats = self.discriminator_loss(real, cond, same, penalise=d_update % self.gp_every == 0)
                 with uncounted_step(opt_d):
                     self._update(opt_d, self.guard(d_loss, "train/d_loss"))
         with self.toggled_optimizer(opt_g):

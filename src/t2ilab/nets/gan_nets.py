@@ -153,8 +153,14 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, return_features: bool = False):
         """(N,) scores; with ``return_features`` also phi(x) (N, C) for ``image_embedding``."""
         h = self.features(x)
-        score = self.psi(h).squeeze(1) + (self.embed(cond) * h).sum(1)
+        score = self.score(h, cond)
         return (score, h) if return_features else score
+
+    def score(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """(N,) scores of trunk features phi(x) under captions ``cond``: psi(h) + <embed(c), h>. The
+        caption enters only here, so the GAN scores (real image, wrong caption) pairs from the real
+        images' features instead of a second trunk pass."""
+        return self.psi(h).squeeze(1) + (self.embed(cond) * h).sum(1)
 
     def image_embedding(self, h: torch.Tensor) -> torch.Tensor:
         """Unit-norm contrastive image embedding of trunk features phi(x)."""
