@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Sampler x step-count sweep of one diffusion checkpoint with ``t2ilab.eval``'s Evaluator.
+"""Sampler x step-count x guidance sweep of one diffusion checkpoint with ``t2ilab.eval``'s Evaluator.
 
   python scripts/sampler_sweep.py CKPT --samplers ddim dpm_solver++ euler ddpm --steps 10 25 50 \\
       --num-samples 1000 --out sweep.json
   python scripts/sampler_sweep.py CKPT --guidance-scale 3 --eta 0 -o metrics.batch_size=128 paths.cache_dir=/scratch/c
+  python scripts/sampler_sweep.py CKPT --samplers ddim --steps 25 --guidance-scale 2 3 4 \\
+      --guidance-interval none 0.3,5 1,inf                     # limited-interval guidance (sigma ranges)
 
 Every (sampler, steps) pair generates the same N prompts and seeds (``metrics.seed``) and is scored with
 the classifier-based metrics only (prompt accuracy, classifier Frechet distance: in-domain, offline;
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 OFF = ("fid", "kid", "isc", "prc", "clip_score")  # Inception / CLIP metrics: need downloaded weights
-COLUMNS = ("prompt_accuracy", "classifier_fd", "seconds")
+COLUMNS = ("prompt_accuracy", "prompt_accuracy_worst", "classifier_fd", "seconds")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +40,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=1000, help="metrics.num_samples")
     p.add_argument("--batch-size", type=int, default=64, help="metrics.batch_size")
     p.add_argument("--seed", type=int, default=0, help="metrics.seed")
-    p.add_argument("--guidance-scale", type=float, default=None, help="default: the checkpoint's")
+    p.add_argument("--guidance-scale", type=float, nargs="+", default=[None], help="default: the checkpoint's")
+    p.add_argument("--guidance-interval", nargs="+", default=["default"],
+                   help="sigma ranges 'lo,hi' (inf allowed), 'none' = every step, 'default' = the checkpoint's")
     p.add_argument("--eta", type=float, default=None, help="default: the checkpoint's")
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--overrides", nargs="*", default=[],
@@ -47,7 +51,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         p.error("--steps must be >= 1")
+    from t2ilab.models.options import interval_problem
+
+    for text in args.guidance_interval:
+        if text not in ("default", "none") and interval_problem(_interval(text)) is not None:
+            p.error(f"--guidance-interval {text!r}: give lo,hi with 0 <= lo <= hi (e.g. 0.3,5 or 1,inf), none or default")
     return args
+
+
+def _interval(text: str) -> Any:
+    """'lo,hi' -> [lo, hi]; 'none' -> None (every step); anything unparsable is returned as is."""
+    if text == "none":
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        return text
 
 
 def compose_eval_config(args: argparse.Namespace, run_dir: str) -> Any:
@@ -97,29 +116,37 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     model, dm, device = load(cfg)
     torch.manual_seed(cfg.metrics.seed)  # as t2ilab.eval (generation itself uses per-image generators)
     metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
-    extra = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("eta", args.eta)) if v is not None}
-    base = {**dict(metrics.get("sampling") or {}), **extra}
+    base = {**dict(metrics.get("sampling") or {}), **({} if args.eta is None else {"eta": args.eta})}
     # warm-up (CUDA kernels, cuDNN autotuning): not timed
     model.generate(dm.encode(["warm-up"]).to(device).expand(min(args.batch_size, 4), -1),
                    **{**base, "sampler": args.samplers[0], "num_steps": 2})
     rows = []
-    for name in args.samplers:
-        for steps in args.steps:
-            sampling = {**base, "sampler": name, "num_steps": steps}
-            ev = Evaluator({**metrics, "sampling": sampling}, dm, cfg.paths.cache_dir)
-            ev.prepare(device)  # the reference classifier: trained once, then from the cache
-            t0 = time.perf_counter()
-            result = ev.evaluate(model)
-            wall = time.perf_counter() - t0
-            meta = result["meta"]
-            row = {"sampler": name, "num_steps": steps, "prompt_accuracy": result.get("prompt_accuracy"),
-                   "classifier_fd": result.get("classifier_fd"), "seconds": meta["stage_seconds"]["generate"],
-                   "wall_seconds": wall, "generate_images_per_second": meta["generate_images_per_second"],
-                   "nonfinite_fraction": result.get("nonfinite_fraction"), "sampling": meta["sampling"]}
-            rows.append(row)
-            logging.info("%s", {k: row[k] for k in ("sampler", "num_steps", *COLUMNS)})
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+    guidance = [({} if w is None else {"guidance_scale": w})
+                | ({} if text == "default" else {"guidance_interval": _interval(text)})
+                for w in args.guidance_scale for text in args.guidance_interval]
+    for name, steps, extra in ((n, s, g) for n in args.samplers for s in args.steps for g in guidance):
+        sampling = {**base, "sampler": name, "num_steps": steps, **extra}
+        ev = Evaluator({**metrics, "sampling": sampling}, dm, cfg.paths.cache_dir)
+        ev.prepare(device)  # the reference classifier: trained once, then from the cache
+        t0 = time.perf_counter()
+        result = ev.evaluate(model)
+        wall = time.perf_counter() - t0
+        meta = result["meta"]
+        used = meta["sampling"]
+        row = {"sampler": name, "num_steps": steps, "guidance_scale": used.get("guidance_scale"),
+               "guidance_interval": used.get("guidance_interval"),
+               "prompt_accuracy": result.get("prompt_accuracy"),
+               "prompt_accuracy_worst": result.get("prompt_accuracy_worst"),
+               "class_accuracy": {k.split("/", 1)[1]: v for k, v in result.items() if k.startswith("class_accuracy/")},
+               "confusions": result.get("confusions"),
+               "classifier_fd": result.get("classifier_fd"), "seconds": meta["stage_seconds"]["generate"],
+               "wall_seconds": wall, "generate_images_per_second": meta["generate_images_per_second"],
+               "nonfinite_fraction": result.get("nonfinite_fraction"), "sampling": meta["sampling"]}
+        rows.append(row)
+        logging.info("%s", {k: row[k] for k in ("sampler", "num_steps", "guidance_scale", "guidance_interval",
+                                                *COLUMNS)})
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
     return {"ckpt": str(cfg.ckpt_path), "device": device, "num_samples": args.num_samples, "seed": args.seed,
             "metrics": {k: v for k, v in metrics.items() if k != "sampling"}, "args": vars(args), "rows": rows}
 
@@ -128,11 +155,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    head = ("sampler", "steps", *COLUMNS)
-    body = [(r["sampler"], r["num_steps"], *(r[c] for c in COLUMNS)) for r in rows]
+    head = ("sampler", "steps", "w", "interval", *COLUMNS)
+    body = [(r["sampler"], r["num_steps"], r["guidance_scale"], str(r["guidance_interval"]), *(r[c] for c in COLUMNS))
+            for r in rows]
     cells = [head, *[tuple(fmt(v) for v in line) for line in body]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in cells]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 

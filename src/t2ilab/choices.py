@@ -11,6 +11,7 @@ SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}     # model.sche
 PREDICTIONS = ("epsilon", "v_prediction")                           # model.prediction
 LOSS_WEIGHTINGS = ("none", "min_snr")                               # model.loss_weighting
 SAMPLER_NAMES = ("ddim", "dpm_solver++", "euler", "ddpm")           # sampling.sampler (models/samplers.py table)
+GUIDES = ("cfg", "autoguidance")                                    # diffusion sampling.guide
 ADV_LOSSES = ("hinge", "ns")                                        # GAN model.adv_loss
 GP_KINDS = ("none", "r1", "ma_gp")                                  # GAN model.gp
 RECON_KINDS = ("mse", "bce", "gaussian", "laplace")                 # VAE model.recon

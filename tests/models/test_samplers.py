@@ -186,6 +186,68 @@ def test_the_pre_launch_check_refuses_a_reversed_interval_and_accepts_inf():
         validate(cfg)
 
 
+# -- autoguidance ----------------------------------------------------------------------------------
+@pytest.fixture
+def checkpoints(make_model, perturb, fake_batch, fit, tmp_path):
+    """``save(name, seed=0, **model overrides)``: a real checkpoint of a perturbed 8 px diffusion model."""
+
+    def save(name: str, seed: int = 0, **overrides):
+        m = make_model("diffusion", image_size=SIZE, prediction=overrides.pop("prediction", "v_prediction"),
+                       seed=seed, **overrides)
+        perturb(m.net, 0.05, seed=seed)
+        trainer = fit(m, [fake_batch(image_size=SIZE)], max_steps=1)
+        path = tmp_path / f"{name}.ckpt"
+        trainer.save_checkpoint(path)
+        return str(path)
+
+    return save
+
+
+def test_autoguidance_with_the_model_itself_as_guide_is_no_guidance(checkpoints, conds, generators):
+    from t2ilab.models.checkpoint import load_model
+
+    main, weak = checkpoints("main"), checkpoints("weak", seed=1)
+    model = load_model(main)[0]
+    cond, opts = conds(3), {"sampler": "ddim", "num_steps": 5, "guidance_scale": 3.0}
+    plain = model.generate(cond, generator=generators(3), **{**opts, "guidance_scale": 1.0})
+    cfg = model.generate(cond, generator=generators(3), **opts)
+    itself = model.generate(cond, generator=generators(3), guide="autoguidance", guide_ckpt=main, **opts)
+    torch.testing.assert_close(itself, plain, atol=1e-6, rtol=0)
+    guided = model.generate(cond, generator=generators(3), guide="autoguidance", guide_ckpt=weak, **opts)
+    assert (guided - plain).abs().max() > 1e-3 and (guided - cfg).abs().max() > 1e-3
+    # w = 1 ignores the guide; the guide is loaded once and never becomes part of the model's state
+    torch.testing.assert_close(model.generate(cond, generator=generators(3), guide="autoguidance", guide_ckpt=weak,
+                                              **{**opts, "guidance_scale": 1.0}), plain, atol=0, rtol=0)
+    assert set(model._guides) == {main, weak} and not any("guide" in k for k in model.state_dict())
+    # limited interval applies to autoguidance too: an empty one is no guidance
+    torch.testing.assert_close(model.generate(cond, generator=generators(3), guide="autoguidance", guide_ckpt=weak,
+                                              guidance_interval=[1.0, 1.0], **opts), plain, atol=1e-6, rtol=0)
+
+
+def test_autoguidance_errors_name_the_fix(checkpoints, conds, make_model, tmp_path):
+    from t2ilab.models.checkpoint import load_model
+
+    model = load_model(checkpoints("main"))[0]
+    with pytest.raises(ValueError, match="sampling.guide=autoguidance needs sampling.guide_ckpt="):
+        model.generate(conds(1), guide="autoguidance", num_steps=2)
+    with pytest.raises(ValueError, match="sampling.guide_ckpt=.*is not a file"):
+        model.generate(conds(1), guide="autoguidance", guide_ckpt=str(tmp_path / "nope.ckpt"), num_steps=2)
+    other = checkpoints("eps", prediction="epsilon")
+    with pytest.raises(ValueError, match="cannot guide this model: it was trained with another prediction type"):
+        model.generate(conds(1), guide="autoguidance", guide_ckpt=other, num_steps=2)
+    with pytest.raises(ValueError, match=r"sampling.guide='weak' is not a guide; choose one of \['cfg', 'autoguidance'\]"):
+        model.generate(conds(1), guide="weak", num_steps=2)
+    with pytest.raises(Exception, match="sampling.guide=autoguidance needs sampling.guide_ckpt"):
+        make_model("diffusion", image_size=SIZE, sampling={"guide": "autoguidance"})
+    # sample / eval check it (and load the guide) before any sample is drawn, under their own key
+    from t2ilab.utils.schema import check_sampling
+
+    check_sampling({"guide": "autoguidance", "guide_ckpt": checkpoints("weak", seed=1)}, model)
+    with pytest.raises(ValueError, match=r"stopped before any sample was drawn:\n  metrics.sampling.guide_ckpt=.*cannot "
+                                         r"guide this model"):
+        check_sampling({"guide": "autoguidance", "guide_ckpt": other}, model, "metrics.sampling")
+
+
 # -- errors ---------------------------------------------------------------------------------------
 def test_unknown_sampler_is_a_clear_error_in_module_and_schema(vmodel, make_model, conds):
     from hydra import compose, initialize_config_dir

@@ -84,6 +84,14 @@ class ConditioningMixin:
             pooled = pooled - self.cond_mean
         return pooled if self.layout is None else torch.cat([pooled, cond[:, self.cond_dim:]], dim=1)
 
+    def raw_cond(self, prepared: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``prepare_cond`` outside training (no perturbation): the encoder's rows, e.g. to
+        prepare them for another model (autoguidance's guide)."""
+        if not self.center_cond:
+            return prepared
+        pooled = prepared[:, :self.cond_dim] + self.cond_mean
+        return pooled if self.layout is None else torch.cat([pooled, prepared[:, self.cond_dim:]], dim=1)
+
     def null_cond(self, n: int) -> torch.Tensor:
         """The learned 'no caption' condition, repeated n times (already in prepared space)."""
         null = self.null_embedding

@@ -8,6 +8,7 @@ training-time noising and v-targets; ``generate`` and ``edit`` run the scheduler
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Annotated, Any, Callable, Iterator
 
@@ -19,8 +20,8 @@ from torch import nn
 from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.options import DiffusionSampling
-from t2ilab.models.samplers import (X0Guidance, build_scheduler, check_interval, denoise, get_sampler,
-                                    initial_noise, truncate)
+from t2ilab.models.samplers import (WeakBranch, X0Guidance, build_scheduler, check_guide, check_interval, denoise,
+                                    get_sampler, initial_noise, truncate)
 
 from t2ilab.choices import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
 from t2ilab.utils.typecheck import OneOf, Range
@@ -44,7 +45,10 @@ class DiffusionModule(TextConditionedModule):
             ``clip_x0`` (clamp the predicted x0 to [-1, 1] at every step and recompute the noise
             prediction from it, so the update stays consistent; see ``sampler``),
             ``guidance_interval`` (``[lo, hi]``: guide only at noise levels sigma in (lo, hi],
-            Kynkäänniemi et al. 2024; null = every step; ``samplers.check_interval``).
+            Kynkäänniemi et al. 2024; null = every step; ``samplers.check_interval``), ``guide``
+            (``cfg``: the null caption is the weak branch; ``autoguidance``, Karras et al. 2024: the
+            conditional output of ``guide_ckpt``, a weaker model of the same kind — an earlier
+            checkpoint of the run — is, ``guide_model``).
     """
 
     family = "diffusion"
@@ -62,6 +66,8 @@ class DiffusionModule(TextConditionedModule):
         super().__init__(**kwargs)
         get_sampler(self.sampling_defaults["sampler"])  # an unknown sampler fails at construction
         check_interval(self.sampling_defaults["guidance_interval"])
+        check_guide(self.sampling_defaults["guide"], self.sampling_defaults["guide_ckpt"])
+        self._guides: dict[str, DiffusionModule] = {}  # autoguidance guides by path (plain dict: not submodules)
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"model.loss_weighting={loss_weighting!r}: expected one of {LOSS_WEIGHTINGS}")
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, float(min_snr_gamma)
@@ -122,13 +128,62 @@ class DiffusionModule(TextConditionedModule):
 
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, num_steps: int = 50,
                   guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False,
-                  sampler: str = "ddim", guidance_interval: Any = None) -> torch.Tensor:
+                  sampler: str = "ddim", guidance_interval: Any = None, guide: str = "cfg",
+                  guide_ckpt: str | None = None) -> torch.Tensor:
         n = cond.shape[0]
         x = self.randn((n, *self.sample_shape), generator)
         sched = self.sampler(num_steps, clip_x0, eta=eta, name=sampler)
         return denoise(self, net, sched, initial_noise(sched, x), sched.timesteps, cond, self.null_cond(n), generator,
                        sampler=sampler, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0,
-                       guidance_interval=guidance_interval)
+                       guidance_interval=guidance_interval, weak=self._weak_branch(cond, guide, guide_ckpt))
+
+    # -- autoguidance -----------------------------------------------------------------------------
+    def _weak_branch(self, cond: torch.Tensor, guide: str, guide_ckpt: str | None) -> WeakBranch | None:
+        """None for classifier-free guidance; for ``autoguidance`` the guide's conditional output on ``cond``
+        (prepared by this model; re-prepared for the guide, which may centre captions differently)."""
+        check_guide(guide, guide_ckpt)
+        if guide == "cfg":
+            return None
+        weak = self.guide_model(str(guide_ckpt))
+        weak_cond = weak.prepare_cond(self.raw_cond(cond))
+        net = weak.sampling_net
+        return lambda x_t, t: net(x_t, t, weak_cond)
+
+    def check_sampling(self, opts: dict) -> None:
+        """Rules across ``generate`` options, checked before any sample is drawn (``utils.schema.check_sampling``):
+        the guidance interval, and an autoguidance guide that names a loadable, compatible checkpoint."""
+        check_interval(opts.get("guidance_interval"))
+        check_guide(opts.get("guide", "cfg"), opts.get("guide_ckpt"))
+        if opts.get("guide") == "autoguidance":
+            self.guide_model(str(opts["guide_ckpt"]))
+
+    def guide_model(self, path: str) -> DiffusionModule:
+        """The autoguidance guide in ``path`` (loaded once per path, EMA weights, eval mode, on this model's
+        device; never a submodule: not saved with this model). It must denoise the same space on the same
+        noise schedule: same family, sample shape, prediction type and training schedule."""
+        from t2ilab.models.checkpoint import load_model
+
+        if path not in self._guides:
+            if not os.path.isfile(path):
+                raise ValueError(f"sampling.guide_ckpt={path!r} is not a file: give a checkpoint of a weaker model of "
+                                 "this kind (e.g. an earlier <run>/checkpoints/step=....ckpt of the same run)")
+            guide, _ = load_model(path, map_location="cpu")
+            why = self._guide_mismatch(guide)
+            if why is not None:
+                raise ValueError(f"sampling.guide_ckpt={path!r} cannot guide this model: {why}")
+            self._guides[path] = guide.to(self.device).eval().requires_grad_(False)
+        return self._guides[path].to(self.device)
+
+    def _guide_mismatch(self, guide: Any) -> str | None:
+        if type(guide) is not type(self):
+            return f"it is a {type(guide).__name__}, this model a {type(self).__name__}"
+        if guide.sample_shape != self.sample_shape or guide.cond_width != self.cond_width:
+            return (f"sample shape {guide.sample_shape} / condition width {guide.cond_width} differ from this model's "
+                    f"{self.sample_shape} / {self.cond_width}")
+        if guide.prediction != self.prediction or not torch.equal(
+                guide.noise_scheduler.alphas_cumprod, self.noise_scheduler.alphas_cumprod):
+            return "it was trained with another prediction type or noise schedule"
+        return None
 
     # -- SDEdit and x0 guidance -----------------------------------------------------------------
     @torch.no_grad()
@@ -171,7 +226,8 @@ class DiffusionModule(TextConditionedModule):
                 x = sched.add_noise(x0, noise, timesteps[:1].expand(n))
             x = denoise(self, net, sched, x, timesteps, c, u, generator, sampler=opts["sampler"],
                         guidance_scale=opts["guidance_scale"], eta=opts["eta"], clip_x0=opts["clip_x0"],
-                        guidance_interval=opts["guidance_interval"])
+                        guidance_interval=opts["guidance_interval"],
+                        weak=self._weak_branch(c, opts["guide"], opts["guide_ckpt"]))
         return to_unit_range(self.x0_to_images(x))
 
     def _to_sample_space(self, images: torch.Tensor) -> torch.Tensor:

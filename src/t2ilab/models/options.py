@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from t2ilab.choices import SAMPLER_NAMES
+from t2ilab.choices import GUIDES, SAMPLER_NAMES
 from t2ilab.utils.typecheck import choices, setting
 
 
@@ -49,6 +49,8 @@ class DiffusionSampling:
     eta: float = setting(0.0, ge=0, le=1)
     clip_x0: bool = setting(False)
     guidance_interval: Optional[list[float]] = setting(None, example="[0.3,5.0]", check=interval_problem)  # sigma range of CFG; null = all steps
+    guide: choices("Guide", GUIDES) = setting("cfg")  # type: ignore[valid-type]  # the weak branch: null caption or guide_ckpt
+    guide_ckpt: Optional[str] = setting(None, example="<run>/checkpoints/step=1000.ckpt")  # autoguidance's weaker model
 
 
 @dataclasses.dataclass

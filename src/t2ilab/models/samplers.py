@@ -41,12 +41,13 @@ from diffusers import (DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestra
                        EulerDiscreteScheduler)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from t2ilab.choices import SAMPLER_NAMES
+from t2ilab.choices import GUIDES, SAMPLER_NAMES
 from t2ilab.compat.diffusers import FiniteDDIMScheduler
 from t2ilab.models.generation import step_done
 from t2ilab.models.options import interval_problem
 
 X0Guidance = Callable[[torch.Tensor, int], "torch.Tensor | None"]
+WeakBranch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, timesteps) -> the guide's output
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +190,15 @@ def check_interval(interval: Any) -> tuple[float, float] | None:
     return lo, hi
 
 
+def check_guide(guide: Any, guide_ckpt: Any) -> None:
+    """``sampling.guide`` is ``cfg`` or ``autoguidance``, and autoguidance names its guide checkpoint."""
+    if guide not in GUIDES:
+        raise ValueError(f"sampling.guide={guide!r} is not a guide; choose one of {list(GUIDES)}")
+    if guide == "autoguidance" and not guide_ckpt:
+        raise ValueError("sampling.guide=autoguidance needs sampling.guide_ckpt=<a checkpoint of a weaker model of "
+                         "the same kind>, e.g. an earlier <run>/checkpoints/step=0001000.ckpt of the same run")
+
+
 def initial_noise(sched: SchedulerMixin, noise: torch.Tensor) -> torch.Tensor:
     """Pure noise in the scheduler's sample space (Euler: sigma space, std ``init_noise_sigma``)."""
     sigma = float(sched.init_noise_sigma)
@@ -198,12 +208,14 @@ def initial_noise(sched: SchedulerMixin, noise: torch.Tensor) -> torch.Tensor:
 def denoise(model: Any, net: torch.nn.Module, sched: SchedulerMixin, x: torch.Tensor, timesteps: torch.Tensor,
             cond: torch.Tensor, uncond: torch.Tensor, generator: Any, *, sampler: str = "ddim",
             guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False,
-            guidance_interval: Any = None) -> torch.Tensor:
+            guidance_interval: Any = None, weak: WeakBranch | None = None) -> torch.Tensor:
     """Run ``sched`` over ``timesteps`` from ``x`` (its sample space); returns the final sample.
 
     Classifier-free guidance: out = out_u + w (out_c - out_u), with ``uncond`` as the unconditional
     branch (the learned null condition; SDEdit's ``source_cond`` for "guidance toward the difference"),
     at the steps whose noise level lies in ``guidance_interval`` (:func:`check_interval`; None = all).
+    Autoguidance (Karras et al., NeurIPS 2024): ``weak(x_t, t)`` — a weaker model's conditional output —
+    replaces out_u, so w = 1 is no guidance and a guide identical to the model changes nothing.
     ``model`` supplies ``prediction``, ``noise_scheduler.alphas_cumprod``, ``randn``, ``device`` and
     ``_x0_guidance`` (the hook of ``DiffusionModule.guided_by``).
     """
@@ -218,11 +230,15 @@ def denoise(model: Any, net: torch.nn.Module, sched: SchedulerMixin, x: torch.Te
         sigma = noise_level(float(alphas[step_t]))
         guided = guidance_scale != 1.0 and (interval is None or interval[0] < sigma <= interval[1])
         x_t = sched.scale_model_input(x, t)  # the VP input x_t (Euler: x_sigma / sqrt(sigma^2 + 1))
-        x_in = torch.cat([x_t, x_t]) if guided else x_t
-        out = net(x_in, t.expand(x_in.shape[0]).to(model.device), both if guided else cond).float()
-        if guided:
-            c, u = out.chunk(2)
-            out = u + guidance_scale * (c - u)
+        if guided and weak is not None:
+            c = net(x_t, t.expand(x_t.shape[0]).to(model.device), cond).float()
+            out = (u := weak(x_t, t.expand(x_t.shape[0]).to(model.device)).float()) + guidance_scale * (c - u)
+        else:
+            x_in = torch.cat([x_t, x_t]) if guided else x_t
+            out = net(x_in, t.expand(x_in.shape[0]).to(model.device), both if guided else cond).float()
+            if guided:
+                c, u = out.chunk(2)
+                out = u + guidance_scale * (c - u)
         if hook is not None or clip_here:
             out = shift_prediction(out, x_t, model.prediction, float(alphas[step_t]), clip=clip_here,
                                    guidance=hook, t=step_t)

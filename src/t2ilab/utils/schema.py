@@ -148,5 +148,10 @@ def check_sampling(sampling: Any, model: Any, key: str = "sampling") -> None:
                       f"checkpoint; valid: {', '.join(valid)}")
     if node is not None and dataclasses.is_dataclass(node):
         check_node({k: v for k, v in sampling.items() if k not in unknown}, node, key + ".", errors)
+    if not errors and hasattr(model, "check_sampling"):  # the family's rules across options (a guide that loads)
+        try:
+            model.check_sampling({**getattr(model, "sampling_defaults", {}), **sampling})
+        except ValueError as e:
+            errors.append(f"  {str(e).replace('sampling.', key + '.')}")
     if errors:
         raise ValueError("wrong sampling option(s), stopped before any sample was drawn:\n" + "\n".join(errors))
