@@ -6,6 +6,7 @@
   python scripts/sampler_sweep.py CKPT --guidance-scale 3 --eta 0 -o metrics.batch_size=128 paths.cache_dir=/scratch/c
   python scripts/sampler_sweep.py CKPT --samplers ddim --steps 25 --guidance-scale 2 3 4 \\
       --guidance-interval none 0.3,5 1,inf                     # limited-interval guidance (sigma ranges)
+  python scripts/sampler_sweep.py CKPT --guide cfg autoguidance --guide-ckpt RUN/checkpoints/step=0001000.ckpt
 
 Every (sampler, steps) pair generates the same N prompts and seeds (``metrics.seed``) and is scored with
 the classifier-based metrics only (prompt accuracy, classifier Frechet distance: in-domain, offline;
@@ -43,6 +44,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guidance-scale", type=float, nargs="+", default=[None], help="default: the checkpoint's")
     p.add_argument("--guidance-interval", nargs="+", default=["default"],
                    help="sigma ranges 'lo,hi' (inf allowed), 'none' = every step, 'default' = the checkpoint's")
+    p.add_argument("--guide", nargs="+", default=["cfg"], choices=["cfg", "autoguidance"],
+                   help="the weak branch: the null caption (cfg) or --guide-ckpt's model (autoguidance)")
+    p.add_argument("--guide-ckpt", default=None, help="autoguidance's weaker model (e.g. an earlier checkpoint)")
     p.add_argument("--eta", type=float, default=None, help="default: the checkpoint's")
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--overrides", nargs="*", default=[],
@@ -51,6 +55,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if any(s < 1 for s in args.steps):
         p.error("--steps must be >= 1")
+    if "autoguidance" in args.guide and not args.guide_ckpt:
+        p.error("--guide autoguidance needs --guide-ckpt (an earlier checkpoint of the run)")
     from t2ilab.models.options import interval_problem
 
     for text in args.guidance_interval:
@@ -123,7 +129,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     guidance = [({} if w is None else {"guidance_scale": w})
                 | ({} if text == "default" else {"guidance_interval": _interval(text)})
-                for w in args.guidance_scale for text in args.guidance_interval]
+                | {"guide": guide, "guide_ckpt": args.guide_ckpt if guide == "autoguidance" else None}
+                for guide in args.guide for w in args.guidance_scale for text in args.guidance_interval]
     for name, steps, extra in ((n, s, g) for n in args.samplers for s in args.steps for g in guidance):
         sampling = {**base, "sampler": name, "num_steps": steps, **extra}
         ev = Evaluator({**metrics, "sampling": sampling}, dm, cfg.paths.cache_dir)
@@ -133,7 +140,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         meta = result["meta"]
         used = meta["sampling"]
-        row = {"sampler": name, "num_steps": steps, "guidance_scale": used.get("guidance_scale"),
+        row = {"sampler": name, "num_steps": steps, "guide": used.get("guide"),
+               "guidance_scale": used.get("guidance_scale"),
                "guidance_interval": used.get("guidance_interval"),
                "prompt_accuracy": result.get("prompt_accuracy"),
                "prompt_accuracy_worst": result.get("prompt_accuracy_worst"),
@@ -155,12 +163,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    head = ("sampler", "steps", "w", "interval", *COLUMNS)
-    body = [(r["sampler"], r["num_steps"], r["guidance_scale"], str(r["guidance_interval"]), *(r[c] for c in COLUMNS))
-            for r in rows]
+    head = ("sampler", "steps", "guide", "w", "interval", *COLUMNS)
+    body = [(r["sampler"], r["num_steps"], r["guide"], r["guidance_scale"], str(r["guidance_interval"]),
+             *(r[c] for c in COLUMNS)) for r in rows]
     cells = [head, *[tuple(fmt(v) for v in line) for line in body]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in cells]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
