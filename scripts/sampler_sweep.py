@@ -117,6 +117,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from t2ilab.evaluation.engine import Evaluator
+    from t2ilab.tracking.objective import CLASS_PREFIX
 
     cfg = compose_eval_config(args, ".")  # nothing is written to the run dir
     model, dm, device = load(cfg)
@@ -145,7 +146,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                "guidance_interval": used.get("guidance_interval"),
                "prompt_accuracy": result.get("prompt_accuracy"),
                "prompt_accuracy_worst": result.get("prompt_accuracy_worst"),
-               "class_accuracy": {k.split("/", 1)[1]: v for k, v in result.items() if k.startswith("class_accuracy/")},
+               "class_accuracy": {k[len(CLASS_PREFIX):]: v for k, v in result.items() if k.startswith(CLASS_PREFIX)},
                "confusions": result.get("confusions"),
                "classifier_fd": result.get("classifier_fd"), "seconds": meta["stage_seconds"]["generate"],
                "wall_seconds": wall, "generate_images_per_second": meta["generate_images_per_second"],

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from t2ilab.evaluation.scoring import CLASS_PREFIX
+from t2ilab.tracking.objective import CLASS_PREFIX
 from t2ilab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from t2ilab.evaluation import fidelity as fm
+from t2ilab.tracking.objective import CLASS_PREFIX, WORST_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ def compute(ev: Any, rec: dict[str, torch.Tensor]) -> dict[str, Any]:
     return out
 
 
-CLASS_PREFIX = "class_accuracy/"  # per-class prompt accuracy: class_accuracy/<class name>
 TOP_CONFUSIONS = 5
 
 
@@ -78,7 +78,7 @@ def per_class(pred: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dic
     for i, a in acc.items():
         out[CLASS_PREFIX + names[i]] = a
     if acc:
-        out["prompt_accuracy_worst"] = min(acc.values())
+        out[WORST_CLASS] = min(acc.values())
     off = counts.clone().fill_diagonal_(0)
     pairs = [(int(off[i, j]), i, j) for i in range(k) for j in range(k) if off[i, j] > 0]
     out["confusion"] = {"classes": list(names), "counts": counts.tolist()}

@@ -65,9 +65,8 @@ class DiffusionModule(TextConditionedModule):
         kwargs["sampling"] = {**options.defaults(DiffusionSampling), **(kwargs.get("sampling") or {})}
         super().__init__(**kwargs)
         get_sampler(self.sampling_defaults["sampler"])  # an unknown sampler fails at construction
-        check_interval(self.sampling_defaults["guidance_interval"])
-        check_guide(self.sampling_defaults["guide"], self.sampling_defaults["guide_ckpt"])
         self._guides: dict[str, DiffusionModule] = {}  # autoguidance guides by path (plain dict: not submodules)
+        self.check_sampling(self.sampling_defaults, load_guide=False)  # a guide is loaded when first used
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"model.loss_weighting={loss_weighting!r}: expected one of {LOSS_WEIGHTINGS}")
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, float(min_snr_gamma)
@@ -149,12 +148,13 @@ class DiffusionModule(TextConditionedModule):
         net = weak.sampling_net
         return lambda x_t, t: net(x_t, t, weak_cond)
 
-    def check_sampling(self, opts: dict) -> None:
-        """Rules across ``generate`` options, checked before any sample is drawn (``utils.schema.check_sampling``):
-        the guidance interval, and an autoguidance guide that names a loadable, compatible checkpoint."""
+    def check_sampling(self, opts: dict, load_guide: bool = True) -> None:
+        """Rules across ``generate`` options, checked at construction (the defaults) and before any sample is
+        drawn (``utils.schema.check_sampling``): the guidance interval, and an autoguidance guide that names a
+        checkpoint — with ``load_guide``, a loadable, compatible one."""
         check_interval(opts.get("guidance_interval"))
         check_guide(opts.get("guide", "cfg"), opts.get("guide_ckpt"))
-        if opts.get("guide") == "autoguidance":
+        if load_guide and opts.get("guide") == "autoguidance":
             self.guide_model(str(opts["guide_ckpt"]))
 
     def guide_model(self, path: str) -> DiffusionModule:

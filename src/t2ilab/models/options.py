@@ -50,7 +50,7 @@ class DiffusionSampling:
     clip_x0: bool = setting(False)
     guidance_interval: Optional[list[float]] = setting(None, example="[0.3,5.0]", check=interval_problem)  # sigma range of CFG; null = all steps
     guide: choices("Guide", GUIDES) = setting("cfg")  # type: ignore[valid-type]  # the weak branch: null caption or guide_ckpt
-    guide_ckpt: Optional[str] = setting(None, example="<run>/checkpoints/step=1000.ckpt")  # autoguidance's weaker model
+    guide_ckpt: Optional[str] = setting(None, example="<run>/checkpoints/step=0001000.ckpt")  # autoguidance's weaker model
 
 
 @dataclasses.dataclass

@@ -149,7 +149,9 @@ RANK_PRIORITY = ("eval/classifier_fd", "eval/fid", "eval/kid_mean", "eval/prompt
 
 def is_per_class(metric: str) -> bool:
     """Per-class prompt accuracy (``eval/class_accuracy/<class>``) or its worst class: a table of their own."""
-    return "class_accuracy/" in metric or metric.endswith("prompt_accuracy_worst")
+    from t2ilab.tracking.objective import CLASS_PREFIX, WORST_CLASS
+
+    return CLASS_PREFIX in metric or metric.endswith(WORST_CLASS)
 
 
 def split_metrics(metrics: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -157,16 +159,18 @@ def split_metrics(metrics: list[str]) -> tuple[list[str], list[str], list[str]]:
     diagnostics: counts, stds, bookkeeping)."""
     from t2ilab.tracking.objective import metric_goal
 
-    per_class = sorted((m for m in metrics if is_per_class(m)), key=lambda m: "class_accuracy/" in m)
+    per_class = sorted((m for m in metrics if is_per_class(m)), key=lambda m: short_name(m) != "worst class")
     quality = [m for m in metrics if metric_goal(m) is not None and m not in per_class]
     return quality, per_class, [m for m in metrics if m not in quality and m not in per_class]
 
 
 def short_name(metric: str) -> str:
     """Column heading of a per-class metric: the class name (``worst class`` for the minimum)."""
-    if "class_accuracy/" in metric:
-        return metric.split("class_accuracy/", 1)[1]
-    return "worst class" if metric.endswith("prompt_accuracy_worst") else metric
+    from t2ilab.tracking.objective import CLASS_PREFIX, WORST_CLASS
+
+    if CLASS_PREFIX in metric:
+        return metric.split(CLASS_PREFIX, 1)[1]
+    return "worst class" if metric.endswith(WORST_CLASS) else metric
 
 
 def rank_metric(runs: list[Run], metrics: list[str], requested: str | None = None) -> str | None:

@@ -20,9 +20,13 @@ EVAL_METRICS: dict[str, tuple[str, bool]] = {
     "isc_mean": ("isc", False), "isc_std": ("isc", False),
     "precision": ("prc", False), "recall": ("prc", False), "prc_f_score": ("prc", False),
     "clip_score": ("clip_score", False), "prompt_accuracy": ("prompt_accuracy", False),
-    "prompt_accuracy_worst": ("prompt_accuracy", False),  # the lowest per-class accuracy
+    "prompt_accuracy_worst": ("prompt_accuracy", False),  # WORST_CLASS: the lowest per-class accuracy
     "classifier_fd": ("classifier_fd", True),
 }
+
+
+CLASS_PREFIX = "class_accuracy/"  # per-class prompt accuracy: class_accuracy/<class name> (evaluation/scoring.per_class)
+WORST_CLASS = "prompt_accuracy_worst"  # the lowest of them
 
 
 # logged names that are diagnostics, not quality: no best value to summarise
@@ -36,7 +40,7 @@ def metric_goal(name: str) -> str | None:
     leaf = name.rsplit("/", 1)[-1]
     if any(tag in name for tag in _NO_GOAL):
         return None
-    if name.startswith("class_accuracy/") or "/class_accuracy/" in name:  # per class: leaf is the class name
+    if name.startswith(CLASS_PREFIX) or "/" + CLASS_PREFIX in name:  # per class: the leaf is the class name
         return "max"
     if leaf in EVAL_METRICS:
         return "min" if EVAL_METRICS[leaf][1] else "max"
