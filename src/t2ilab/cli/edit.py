@@ -95,6 +95,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.models.checkpoint import checkpoint_info, load_checkpoint_run
     from t2ilab.evaluation.images import image_seed
     from t2ilab.models.generation import model_device, sampling_used
+    from t2ilab.tracking.artifacts import use_checkpoint
     from t2ilab.tracking.loggers import finish_wandb, wandb_identity
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
     from t2ilab.utils.schema import validate
@@ -104,6 +105,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     opts = check_options(cfg)
     out_dir = writer.prepare_out_dir(cfg.out_dir, cfg.overwrite, cfg.inputs)  # before any work
     items, unreadable = inputs.collect_inputs(cfg.inputs, opts["source_prompt"], cfg.skip_unreadable)
+    source = str(cfg.ckpt_path)  # (a wandb: reference is replaced by the downloaded file)
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "edit")
     families.require_edit(model)
     device = model_device(model)
@@ -114,6 +116,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     wandb_identity(cfg, cfg.paths.run_dir)  # name, group, W&B files under the run dir (as train)
     loggers = instantiate_group(cfg.logger)
     try:
+        use_checkpoint(loggers, source, cfg.ckpt_path)  # lineage: this run reads that checkpoint
         config = {**OmegaConf.to_container(cfg, resolve=True), "checkpoint": checkpoint_info(cfg.ckpt_path)}
         for lg in loggers:
             lg.log_hyperparams(config)

@@ -31,6 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.evaluation.engine import Evaluator
     from t2ilab.evaluation.results import report, write_metrics_json
     from t2ilab.tracking.manifest import build_manifest, write_manifest
+    from t2ilab.tracking.artifacts import use_checkpoint
     from t2ilab.tracking.loggers import finish_wandb, wandb_identity
     from t2ilab.utils.builders import instantiate_group
     from t2ilab.utils.builders import build_datamodule, build_encoder
@@ -47,6 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                 task_name=str(cfg.get("task_name") or "eval"))
     if cfg.metrics.get("save_samples"):
         claim_sample_dir(out_dir / "samples", overwrite, option="out_dir/samples")
+    source = str(cfg.ckpt_path)  # (a wandb: reference is replaced by the downloaded file)
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "eval")
     if cfg.metrics.get("sampling") is not None:
         check_sampling(OmegaConf.to_container(cfg.metrics.sampling, resolve=True), model, "metrics.sampling")
@@ -65,6 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     wandb_identity(cfg, cfg.paths.run_dir)  # name, group, W&B files under the run dir (as train)
     loggers = instantiate_group(cfg.logger)
     try:
+        use_checkpoint(loggers, source, cfg.ckpt_path)  # lineage: this run reads that checkpoint
         for lg in loggers:
             lg.log_hyperparams({**config, "manifest": {k: v for k, v in manifest.items() if k != "config"}})
         sample_dir = str(out_dir / "samples") if evaluator.s.save_samples else None

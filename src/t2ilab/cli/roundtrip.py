@@ -31,6 +31,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     from t2ilab.evaluation.clip import ClipScorer
     from t2ilab.models.generation import model_device
     from t2ilab.evaluation.results import log_summary, scalar_metrics, write_metrics_json
+    from t2ilab.tracking.artifacts import use_checkpoint
     from t2ilab.tracking.loggers import finish_wandb, wandb_identity
     from t2ilab.tracking.manifest import build_manifest, write_manifest
     from t2ilab.utils.builders import build_datamodule, build_encoder, instantiate_group
@@ -45,6 +46,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     run_dir = OmegaConf.select(cfg, "paths.run_dir", throw_on_resolution_failure=False)
     out_dir = claim_run_out_dir(cfg.out_dir, bool(cfg.get("overwrite", False)), rt.OUTPUTS, run_dir=run_dir,
                                 task_name=str(cfg.get("task_name") or "roundtrip"))  # the one output-folder rule
+    source = str(cfg.ckpt_path)  # (a wandb: reference is replaced by the downloaded file)
     model, train_cfg, data_cfg, enc_cfg = load_checkpoint_run(cfg, "roundtrip")
     sampling = OmegaConf.to_container(cfg.sampling, resolve=True) if cfg.get("sampling") is not None else {}
     check_sampling(sampling, model)
@@ -83,6 +85,7 @@ def roundtrip(cfg: DictConfig) -> dict[str, Any]:
     wandb_identity(cfg, cfg.paths.run_dir)  # name, group, W&B files under the run dir (as train)
     loggers = instantiate_group(cfg.logger)
     try:
+        use_checkpoint(loggers, source, cfg.ckpt_path)  # lineage: this run reads that checkpoint
         for lg in loggers:
             lg.log_hyperparams(config)
         for wb in log_summary(metrics, loggers, PREFIX):

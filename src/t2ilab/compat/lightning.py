@@ -8,6 +8,8 @@ focused test in tests/test_compat.py, so an upgrade fails one named test, not a 
 * optimiser values given at resume: :func:`set_scheduler_last_lr`;
 * the final checkpoint: :func:`last_saved_step` of a ``ModelCheckpoint``;
 * :func:`attached_trainer` (a module's trainer or None, without Lightning's "not attached" error);
+* checkpoints as W&B model artifacts: ``WandbLogger`` logs them itself through the public logger hooks
+  (no private reach; Lightning's own logging cannot add ``step-N`` aliases or metadata);
 * output: the litlogger tip, a torch deprecation inside Lightning, the ``srun`` hint for one process,
   the ``anonymous`` argument wandb deprecated — each silenced at its source (one message / argument),
   never by a blanket filter; tests/test_first_contact.py checks a short run prints none of them."""
@@ -54,16 +56,26 @@ def _wandb_logger_class() -> type:
 
     class WandbLogger(LightningWandbLogger):
         """Lightning's ``WandbLogger`` without its ``anonymous=None`` argument to ``wandb.init`` (wandb >= 0.19
-        deprecated that setting and warns whenever it is passed at all, even as None), and with every metric
-        defined (step metric, best-value summary) before its first value."""
+        deprecated that setting and warns whenever it is passed at all, even as None), with every metric
+        defined (step metric, best-value summary) before its first value, and with checkpoints logged as
+        model artifacts by t2ilab (tracking/artifacts.CheckpointArtifacts: aliases ``latest`` / ``best`` /
+        ``step-N``, metadata step, score, metrics, config hash) instead of by Lightning, whose private
+        ``_scan_and_log_checkpoints`` offers no way to add aliases or metadata. Lightning gets
+        ``log_model=False``; the public logger hooks ``after_save_checkpoint`` / ``finalize`` do the logging
+        with Lightning's schedule; no private attribute is reached. Tested with lightning 2.6.6 and wandb 0.31.0
+        (pyproject bounds ``lightning<2.7``, ``wandb<0.32``; ``add_file_policy`` is read with a fallback):
+        tests/test_wandb_artifacts.py trains with it and reads the artifacts back from the offline run."""
 
-        def __init__(self, *args: Any, log_model: Any = False, **kwargs: Any) -> None:
-            from t2ilab.tracking.artifacts import log_model_mode
+        def __init__(self, *args: Any, log_model: Any = False, checkpoint_name: str | None = None,
+                     **kwargs: Any) -> None:
+            from t2ilab.tracking.artifacts import CheckpointArtifacts, log_model_mode
 
-            super().__init__(*args, log_model=log_model_mode(log_model), **kwargs)
+            mode = log_model_mode(log_model)
+            super().__init__(*args, log_model=False, checkpoint_name=checkpoint_name, **kwargs)
             if self._wandb_init.get("anonymous") is None:
                 self._wandb_init.pop("anonymous", None)
             self._defined: set[str] = set()
+            self.checkpoints = CheckpointArtifacts(mode, checkpoint_name, getattr(self, "add_file_policy", "mutable"))
 
         @rank_zero_only
         def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -78,6 +90,18 @@ def _wandb_logger_class() -> type:
                                               **({"summary": goal} if goal else {}))
                 self._defined.add(key)
             super().log_metrics(metrics, step)
+            self.checkpoints.note_metrics(dict(metrics))
+
+        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+            """Called by ``ModelCheckpoint`` on rank zero after each save."""
+            super().after_save_checkpoint(checkpoint_callback)
+            self.checkpoints.saved(checkpoint_callback, lambda: self.experiment)
+
+        @rank_zero_only
+        def finalize(self, status: str) -> None:
+            super().finalize(status)
+            if status == "success":  # (as Lightning: checkpoints of a failed run are not logged at the end)
+                self.checkpoints.finished(lambda: self.experiment)
 
     WandbLogger.__module__, WandbLogger.__qualname__ = __name__, "WandbLogger"
     return WandbLogger

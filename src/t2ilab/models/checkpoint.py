@@ -110,18 +110,17 @@ def check_compatible(ckpt_path: str | os.PathLike, meta: dict, cfg: DictConfig, 
 
 
 def checkpoint_info(ckpt_path: str | os.PathLike) -> dict[str, Any]:
-    """Step, family and W&B run id of a checkpoint, read lazily (mmap: tensors are not loaded).
+    """Step, family, W&B run id and config hash of a checkpoint, read lazily (mmap: tensors are not loaded).
 
     Args:
         ckpt_path: the t2ilab checkpoint.
     """
+    from t2ilab.tracking.artifacts import checkpoint_facts
+
     path = Path(ckpt_path).expanduser()
     info: dict[str, Any] = {"path": str(path.resolve())}
     try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        meta = ckpt.get("t2ilab") or {}
-        info.update(global_step=ckpt.get("global_step"), epoch=ckpt.get("epoch"), family=meta.get("family"),
-                    train_wandb_id=meta.get("wandb_id"))
+        info.update(checkpoint_facts(path))
     except Exception as e:  # noqa: BLE001 - informational only; load_model reports real problems
         log.warning("could not read checkpoint metadata of %s: %s", path, e)
     return info
