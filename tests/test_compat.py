@@ -325,7 +325,7 @@ def test_the_offline_log_reader_reads_what_the_installed_wandb_wrote(tmp_path, m
         run.log({"train/loss": 1.0 / (step + 1)}, step=step)
     run.summary["best"] = 7
     run.finish(exit_code=3)
-    got = read_offline_run(next(tmp_path.glob("wandb/offline-run-*")))
+    got = read_offline_run(next(tmp_path.glob("wandb/offline-run-*")), wait=10)  # (finish() may return first)
     assert got["id"] == run.id and got["tags"] == ["x"] and got["config"]["lr"] == 0.5
     assert [r["train/loss"] for r in got["history"]] == [1.0, 0.5, 1.0 / 3]
     assert got["summary"]["best"] == 7 and got["exit_code"] == 3
@@ -351,7 +351,7 @@ def test_a_resumed_run_dirs_segments_read_as_one_run_in_order(tmp_path, monkeypa
         run.finish(exit_code=code)
         time.sleep(1.1)  # segment folders are named by their start second
     assert len(run_dir_runs(tmp_path)) == 2
-    got = read_offline_run(tmp_path)
+    got = read_offline_run(tmp_path, wait=10)
     assert got["segments"] == 2 and got["id"] == "resumed1" and got["exit_code"] == 0
     assert [r["trainer/global_step"] for r in got["history"]] == list(range(6))  # in order, no gap
     assert got["metrics"]["loss0"]["summary"] == ["min"] and got["metrics"]["loss1"]["summary"] == ["min"]

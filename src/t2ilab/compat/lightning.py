@@ -16,6 +16,7 @@ focused test in tests/test_compat.py, so an upgrade fails one named test, not a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import warnings
@@ -64,7 +65,17 @@ def _wandb_logger_class() -> type:
         ``log_model=False``; the public logger hooks ``after_save_checkpoint`` / ``finalize`` do the logging
         with Lightning's schedule; no private attribute is reached. Tested with lightning 2.6.6 and wandb 0.31.0
         (pyproject bounds ``lightning<2.7``, ``wandb<0.32``; ``add_file_policy`` is read with a fallback):
-        tests/test_wandb_artifacts.py trains with it and reads the artifacts back from the offline run."""
+        tests/test_wandb_artifacts.py trains with it and reads the artifacts back from the offline run.
+
+        Steps: every row goes to W&B with an explicit ``step`` = the step Lightning logs it at (the
+        ``trainer/global_step`` value), so a resumed run's segments continue one monotonic ``_step`` (wandb's own
+        counter restarts at 0 in a resumed offline segment). wandb drops a row logged at a lower step than the one
+        before, and callbacks log at ``global_step`` (k + 1) before Lightning logs that batch's training metrics
+        at k, so rows are sent in step order: the newest two steps are held back (merged per step) until a later
+        step arrives, or until :meth:`flush` (``finalize``, ``finish_wandb``); a row that is later still joins
+        the last one sent. The scalars sent are kept (:attr:`sent`, bounded) so that ``finish_wandb`` can write
+        the ones wandb's service lost (killed by a preemption's SIGTERM) into a new segment of the same run.
+        (W&B's ``resume_from`` / ``fork_from`` rewind a run on the server: not available offline, not used.)"""
 
         def __init__(self, *args: Any, log_model: Any = False, checkpoint_name: str | None = None,
                      **kwargs: Any) -> None:
@@ -75,6 +86,9 @@ def _wandb_logger_class() -> type:
             if self._wandb_init.get("anonymous") is None:
                 self._wandb_init.pop("anonymous", None)
             self._defined: set[str] = set()
+            self._pending: dict[int, dict[str, Any]] = {}  # step -> row not yet sent (see the class docstring)
+            self._last_sent = -1
+            self.sent: collections.deque[tuple[int, dict[str, float]]] = collections.deque(maxlen=100_000)
             self.checkpoints = CheckpointArtifacts(mode, checkpoint_name, getattr(self, "add_file_policy", "mutable"))
 
         @rank_zero_only
@@ -89,8 +103,32 @@ def _wandb_logger_class() -> type:
                 self.experiment.define_metric(key, step_metric="trainer/global_step",
                                               **({"summary": goal} if goal else {}))
                 self._defined.add(key)
-            super().log_metrics(metrics, step)
+            if step is None or self._wandb_init.get("sync_tensorboard"):
+                self.flush()
+                super().log_metrics(metrics, step)  # (wandb's own step counter)
+            else:
+                prefix = getattr(self, "_prefix", "")
+                row = {f"{prefix}{self.LOGGER_JOIN_CHAR}{k}" if prefix else k: v for k, v in metrics.items()}
+                self._pending.setdefault(int(step), {}).update(row)
+                newest = max(self._pending)
+                for s in sorted(self._pending):
+                    if s >= newest - 1:
+                        break
+                    self._send(s)
             self.checkpoints.note_metrics(dict(metrics))
+
+        def _send(self, step: int) -> None:
+            row = self._pending.pop(step)
+            scalars = {k: float(v) for k, v in row.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.sent.append((step, scalars))
+            self._last_sent = max(step, self._last_sent)
+            self.experiment.log({**row, "trainer/global_step": step}, step=self._last_sent)
+
+        def flush(self) -> None:
+            """Send the rows held back (all of them, in step order)."""
+            for s in sorted(self._pending):
+                self._send(s)
 
         def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
             """Called by ``ModelCheckpoint`` on rank zero after each save."""
@@ -99,6 +137,11 @@ def _wandb_logger_class() -> type:
 
         @rank_zero_only
         def finalize(self, status: str) -> None:
+            try:
+                self.flush()
+            except Exception as e:  # noqa: BLE001 - wandb's service is gone (preemption): finish_wandb rewrites
+                # the lost rows from `sent`; never replace the exception that is ending fit
+                logging.getLogger(__name__).warning("could not send the last W&B rows (%s: %s)", type(e).__name__, e)
             super().finalize(status)
             if status == "success":  # (as Lightning: checkpoints of a failed run are not logged at the end)
                 self.checkpoints.finished(lambda: self.experiment)

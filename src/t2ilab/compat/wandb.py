@@ -13,6 +13,7 @@ without ``wandb sync`` (``python -m t2ilab.compat.wandb RUN_DIR``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import sys
@@ -105,7 +106,7 @@ def _merged_segments(path: str | Path) -> dict[str, Any]:
         for key in ("summary", "config", "metrics"):
             merged[key].update(seg[key])
         merged["artifacts"] += seg["artifacts"]
-        for key in ("exit_code", "name", "group", "job_type", "tags"):
+        for key in ("id", "exit_code", "name", "group", "job_type", "tags"):
             merged[key] = seg[key] if seg[key] not in (None, []) else merged[key]
     merged["segments"] = len(files)
     return merged
@@ -151,6 +152,41 @@ def read_segment(path: str | Path) -> dict[str, Any]:
     config = {k: v["value"] if isinstance(v, dict) and set(v) >= {"value"} else v for k, v in config.items()}
     return {"id": run_id, "name": name, "group": group, "job_type": job_type, "tags": tags, "config": config,
             "summary": summary, "history": history, "exit_code": exit_code, "metrics": metrics, "artifacts": artifacts}
+
+
+def finish_lost_tail(run: Any, rows: list[tuple[int, dict[str, float]]], exit_code: int,
+                     reason: str | None = None) -> int:
+    """After ``wandb.finish`` failed because wandb's service process died (a preemption's SIGTERM reaches it
+    too; it writes its log in 32 KiB blocks and loses the last, partial one): write the ``(step, scalars)`` rows
+    that are not in ``run``'s log file yet, the failure reason and ``exit_code`` into a new segment of the same
+    run (``wandb.init(id=..., resume="allow")`` in a fresh service; offline: one more ``offline-run-*`` folder,
+    which :func:`read_offline_run` and ``wandb sync`` take in order). Returns how many rows were written.
+
+    Media (images, tables) of the lost tail are not rewritten. Reaches into wandb's process model (a dead
+    service is replaced by ``wandb.teardown()`` + ``wandb.init``); tested with wandb 0.31.0."""
+    import wandb
+
+    settings = run.settings
+    on_disk = -1
+    try:
+        for row in read_segment(settings.sync_file)["history"]:
+            on_disk = max(on_disk, int(row.get("trainer/global_step", row.get("_step", -1))))
+    except Exception:  # noqa: BLE001 - no readable log: rewrite every row we have
+        pass
+    init = {"id": run.id, "resume": "allow", "project": run.project, "entity": run.entity or None,
+            "dir": settings.root_dir, "mode": settings.mode, "name": run.name, "group": run.group or None,
+            "job_type": run.job_type or None, "tags": list(run.tags or ()) or None}
+    config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+    with contextlib.suppress(Exception):  # the dead connection's teardown fails; the next init starts a new one
+        wandb.teardown()
+    lost = [(step, row) for step, row in rows if step > on_disk]
+    new = wandb.init(**{k: v for k, v in init.items() if v is not None}, config=config)
+    for step, row in lost:
+        new.log({**row, "trainer/global_step": step}, step=step)
+    if reason:
+        new.summary["failure"] = reason
+    new.finish(exit_code=exit_code)
+    return len(lost)
 
 
 def run_dir_runs(run_dir: str | Path) -> list[dict[str, Any]]:

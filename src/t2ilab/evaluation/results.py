@@ -136,11 +136,16 @@ def report(result: dict[str, Any], loggers: Iterable[Any] = (), step: int | None
         step: x-axis value (training step); None for standalone evaluation.
         evaluator: the Evaluator whose thumbnails go into the W&B sample table (None = no table).
     """
-    for run in log_summary(result, loggers, PREFIX, step):
-        # same x-axis convention as Lightning's WandbLogger (no explicit wandb step)
-        x_axis = {} if step is None else {"trainer/global_step": step}
-        if evaluator is not None and evaluator.thumbnails:
-            run.log({PREFIX + "samples": sample_table(evaluator), **x_axis})
-        if result.get("confusion"):
-            run.log({PREFIX + "confusion": confusion_plot(result["confusion"]), **x_axis})
+    loggers = list(loggers)
+    runs = log_summary(result, loggers, PREFIX, step)
+    media = {}
+    if runs and evaluator is not None and evaluator.thumbnails:
+        media[PREFIX + "samples"] = sample_table(evaluator)
+    if runs and result.get("confusion"):
+        media[PREFIX + "confusion"] = confusion_plot(result["confusion"])
+    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    for lg in wandb_loggers if media else ():
+        lg.log_metrics(media, step=step)  # the row of `step`, in the logger's step order (compat/lightning.py)
+    for run in runs if media and not wandb_loggers else ():  # a bare wandb.run (no logger)
+        run.log({**media, **({} if step is None else {"trainer/global_step": step})})
     log.info("evaluation%s: %s", "" if step is None else f" @ step {step}", summary_line(result))

@@ -11,6 +11,12 @@ from typing import Any
 def finish_wandb(loggers: list[Any], exit_code: int = 0, reason: str | None = None) -> None:
     """Always close the W&B run (also on errors), so the offline run is complete and syncable.
 
+    A preemption's SIGTERM reaches wandb's service process (``wandb-core``) too (Slurm signals every process of
+    the job step): it exits at once and loses what it had not written yet (it writes its log in 32 KiB blocks),
+    and ``wandb.finish`` fails. The rows our WandbLogger sent after the last one on disk, the failure reason and
+    the exit code then go into a new segment of the same W&B run (compat/wandb.finish_lost_tail), so the run's
+    history reaches the step of the checkpoint the interrupt wrote.
+
     Args:
         loggers: the run's loggers (only a WandbLogger matters).
         exit_code: recorded as the run's exit code (non-zero = W&B shows the run as failed).
@@ -20,18 +26,34 @@ def finish_wandb(loggers: list[Any], exit_code: int = 0, reason: str | None = No
         return
     from lightning.pytorch.loggers import WandbLogger
 
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
 
-        if wandb.run is not None:
-            try:
-                if reason:
-                    wandb.run.summary["failure"] = reason
-                wandb.finish(exit_code=exit_code)
-            except Exception as e:  # noqa: BLE001 - e.g. Slurm's requeue killed wandb's service process
-                # first; never let this replace the error that ended the run
-                logging.getLogger(__name__).warning("could not finish the W&B run cleanly (%s: %s)",
-                                                    type(e).__name__, e)
+    run = wandb.run
+    if run is None:
+        return
+    log = logging.getLogger(__name__)
+    try:
+        for lg in wandb_loggers:
+            if hasattr(lg, "flush"):
+                lg.flush()  # rows held back for step order (compat/lightning.WandbLogger)
+        if reason:
+            run.summary["failure"] = reason
+        wandb.finish(exit_code=exit_code)
+    except Exception as e:  # noqa: BLE001 - e.g. the service process was killed by the same SIGTERM;
+        # never let this replace the error that ended the run
+        log.warning("could not finish the W&B run cleanly (%s: %s); writing what it lost to a new segment",
+                    type(e).__name__, e)
+        from t2ilab.compat.wandb import finish_lost_tail
+
+        rows = sorted((r for lg in wandb_loggers for r in getattr(lg, "sent", ())), key=lambda r: r[0])
+        try:
+            kept = finish_lost_tail(run, rows, exit_code, reason)
+            log.warning("W&B run %s: %d logged rows the service lost were written to a new segment", run.id, kept)
+        except Exception as e2:  # noqa: BLE001
+            log.warning("could not write the lost W&B rows either (%s: %s)", type(e2).__name__, e2)
 
 
 def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None) -> None:
