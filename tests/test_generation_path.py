@@ -125,3 +125,16 @@ def test_training_grid_shows_the_sample_files(tmp_path):
                         grid=False, num_steps=2)
     again = write_grid(load_image_folder(out), PROMPTS, 2, tmp_path / "from_files.png")
     assert np.array_equal(np.asarray(Image.open(drawn)), np.asarray(again))
+
+
+def test_list_valued_sampling_defaults_from_yaml_reach_prompts_jsonl(tmp_path):
+    """A preset's ``sampling.guidance_interval: [0.3, 5.0]`` arrives from Hydra as a ListConfig; the final
+    samples of a training run wrote it to prompts.jsonl and crashed (JSON cannot hold a ListConfig)."""
+    from t2ilab.utils.builders import build_model
+
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "model" / "diffusion.yaml"), TINY["diffusion"],
+                          {"image_size": 16, "channels": 3, "sampling": {"guidance_interval": [0.3, 5.0]}})
+    model = build_model(cfg, COND_DIM).eval()
+    out = write_samples(model, cond(1), PROMPTS[:1], tmp_path / "s", num_per_prompt=2, seed=0, grid=False)
+    rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert [r["sampling"]["guidance_interval"] for r in rows] == [[0.3, 5.0], [0.3, 5.0]]

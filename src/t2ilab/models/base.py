@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable, Iterator, Sequence
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from t2ilab.compat.lightning import attached_trainer
@@ -88,7 +89,9 @@ class TextConditionedModule(ConditioningMixin, L.LightningModule):
         if lr_decay not in LR_DECAYS:
             raise ValueError(f"model.lr_decay={lr_decay!r}: expected one of {LR_DECAYS}")
         self.lr_decay, self.lr_min_ratio = lr_decay, float(lr_min_ratio)
-        self.sampling_defaults = dict(sampling or {})
+        # plain values: a YAML list (guidance_interval) arrives as a ListConfig, which prompts.jsonl cannot hold
+        self.sampling_defaults = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                                  for k, v in dict(sampling or {}).items()}
         bad = set(self.sampling_defaults) - set(self.sampling_keys)
         if bad:
             raise ValueError(f"model.sampling has unknown keys {sorted(bad)}; {self.family} accepts "
