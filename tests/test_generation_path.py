@@ -135,6 +135,8 @@ def test_list_valued_sampling_defaults_from_yaml_reach_prompts_jsonl(tmp_path):
     cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "model" / "diffusion.yaml"), TINY["diffusion"],
                           {"image_size": 16, "channels": 3, "sampling": {"guidance_interval": [0.3, 5.0]}})
     model = build_model(cfg, COND_DIM).eval()
-    out = write_samples(model, cond(1), PROMPTS[:1], tmp_path / "s", num_per_prompt=2, seed=0, grid=False)
+    out = write_samples(model, cond(1), PROMPTS[:1], tmp_path / "s", num_per_prompt=2, seed=0, grid=False,
+                        desc="final samples")
     rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert [r["sampling"]["guidance_interval"] for r in rows] == [[0.3, 5.0], [0.3, 5.0]]
+    assert "desc" not in rows[0]["sampling"]  # the progress label is not a sampling option

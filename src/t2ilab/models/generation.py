@@ -159,7 +159,8 @@ def generate_images(model: Any, cond: torch.Tensor, num_per_prompt: int = 1, see
 
 def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_dir: str | os.PathLike,
                   num_per_prompt: int = 4, seed: int = 0, batch_size: int = 64, *, grid: bool = True,
-                  rank: int = 0, world_size: int = 1, postprocess: Any = None, **sampling: Any) -> Path:
+                  rank: int = 0, world_size: int = 1, postprocess: Any = None, desc: str = "generating",
+                  **sampling: Any) -> Path:
     """Generate ``num_per_prompt`` images per prompt into ``out_dir`` (PNGs + prompts.jsonl) and a
     captioned grid BESIDE it (``<out_dir>_grid.png``); returns ``out_dir``.
 
@@ -181,6 +182,7 @@ def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_di
         world_size: number of processes.
         postprocess: a ``postprocess.Chain`` (or its config) applied to the written PNGs and the
             grid, recorded as ``sampling.postprocess`` in prompts.jsonl; None/empty = none.
+        desc: label of the progress bar (not a sampling option: never recorded in prompts.jsonl).
         **sampling: ``generate`` options over the model's defaults.
     """
     from t2ilab.evaluation.images import SampleWriter, grid_path_beside
@@ -197,7 +199,7 @@ def write_samples(model: Any, cond: torch.Tensor, prompts: Sequence[str], out_di
     keep = grid and world_size == 1
     shown = min(len(prompts), MAX_GRID_PROMPTS) * num_per_prompt
     grid_images = []
-    for idx, x in iter_generate(model, rows, mine, seed, batch_size, **sampling):
+    for idx, x in iter_generate(model, rows, mine, seed, batch_size, desc=desc, **sampling):
         x = chain(x)  # exported pixels only; an empty chain returns x itself
         writer.write_images(x, idx)
         if keep and idx[0] < shown:
