@@ -9,6 +9,7 @@ from __future__ import annotations
 COND_TYPES = ("pooled", "tokens")                                   # model.cond_type
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}     # model.schedule -> diffusers beta_schedule
 PREDICTIONS = ("epsilon", "v_prediction")                           # model.prediction
+PARAMETERIZATIONS = ("vp", "edm")                                   # diffusion model.parameterization
 LOSS_WEIGHTINGS = ("none", "min_snr")                               # model.loss_weighting
 SAMPLER_NAMES = ("ddim", "dpm_solver++", "euler", "ddpm")           # sampling.sampler (models/samplers.py table)
 GUIDES = ("cfg", "autoguidance")                                    # diffusion sampling.guide
@@ -18,5 +19,6 @@ RECON_KINDS = ("mse", "bce", "gaussian", "laplace")                 # VAE model.
 LR_DECAYS = ("none", "cosine")                                      # model.lr_decay
 SCALES = ("channel", "scalar")                                      # VAE model.scale
 PRIORS = ("standard", "conditional")                                # VAE model.prior
+LATENT_PRIORS = ("none", "diffusion")                               # VAE model.latent_prior
 GENERATOR_OUTPUTS = ("clamp", "linear", "tanh")                     # GAN model.generator.output
 LATENTS = ("vector", "spatial")                                     # VAE model.net.latent

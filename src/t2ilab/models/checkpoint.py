@@ -52,12 +52,12 @@ def load_model(ckpt_path: str | os.PathLike, map_location: Any = "cpu") -> tuple
 
 
 # keys whose change makes a checkpoint's weights meaningless for the composed config
-STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.schedule", "model.cond_type",
+STRUCTURE_KEYS = ("model._target_", "model.net", "model.prediction", "model.parameterization", "model.schedule", "model.cond_type",
                   "model.max_tokens", "data.image_size", "data.channels", "data.condition_source",
                   "encoder._target_", "encoder.model_name", "encoder.pretrained", "encoder.model_cfg",
                   "encoder.model_name_or_path", "encoder.pooling", "prompt_expansion")
 # what a checkpoint written before an option existed was trained with (new options default to the old behaviour)
-OLD_DEFAULTS = {"model.cond_type": "pooled", "data.condition_source": "text", "prompt_expansion": {"kind": "none"}}
+OLD_DEFAULTS = {"model.cond_type": "pooled", "model.parameterization": "vp", "data.condition_source": "text", "prompt_expansion": {"kind": "none"}}
 
 
 def _same(key: str, old: Any, new: Any, old_cfg: dict) -> bool:

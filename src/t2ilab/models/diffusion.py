@@ -23,7 +23,7 @@ from t2ilab.models.options import DiffusionSampling
 from t2ilab.models.samplers import (WeakBranch, X0Guidance, build_scheduler, check_guide, check_interval, denoise,
                                     get_sampler, initial_noise, truncate)
 
-from t2ilab.choices import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
+from t2ilab.choices import LOSS_WEIGHTINGS, PARAMETERIZATIONS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
 from t2ilab.utils.typecheck import OneOf, Range
 
 
@@ -38,6 +38,10 @@ class DiffusionModule(TextConditionedModule):
             min(SNR, gamma) / SNR in epsilon terms, which down-weights the low-noise steps that
             polish texture and converges faster on layout and shape).
         min_snr_gamma: the gamma of ``min_snr`` (5 in the paper).
+        parameterization: ``vp`` (the network predicts ``prediction`` at uniformly drawn timesteps) or
+            ``edm`` (Karras et al. 2022, models/edm.py: preconditioned denoiser, log-normal training noise
+            ``edm_p_mean`` / ``edm_p_std``, data scale ``sigma_data``; samples with every sampler as ``vp``;
+            ``prediction`` does not apply: the wrapper hands the samplers epsilon).
         sampling: defaults of ``generate`` / ``edit``: ``sampler`` (``ddim`` | ``dpm_solver++`` |
             ``euler`` | ``ddpm``, models/samplers.py), ``num_steps`` (sampler steps), ``guidance_scale``
             (1 = no guidance; w in eps_u + w (eps_c - eps_u)), ``eta`` (0 = deterministic DDIM; > 0
@@ -61,7 +65,10 @@ class DiffusionModule(TextConditionedModule):
                  prediction: Annotated[str, OneOf(PREDICTIONS)] = "epsilon",
                  num_train_timesteps: Annotated[int, Range(ge=2)] = 1000,
                  loss_weighting: Annotated[str, OneOf(LOSS_WEIGHTINGS)] = "none",
-                 min_snr_gamma: Annotated[float, Range(gt=0)] = 5.0, **kwargs: Any):
+                 min_snr_gamma: Annotated[float, Range(gt=0)] = 5.0,
+                 parameterization: Annotated[str, OneOf(PARAMETERIZATIONS)] = "vp",
+                 sigma_data: Annotated[float, Range(gt=0)] = 0.5, edm_p_mean: float = -1.2,
+                 edm_p_std: Annotated[float, Range(gt=0)] = 1.2, **kwargs: Any):
         kwargs["sampling"] = {**options.defaults(DiffusionSampling), **(kwargs.get("sampling") or {})}
         super().__init__(**kwargs)
         get_sampler(self.sampling_defaults["sampler"])  # an unknown sampler fails at construction
@@ -69,12 +76,24 @@ class DiffusionModule(TextConditionedModule):
         self.check_sampling(self.sampling_defaults, load_guide=False)  # a guide is loaded when first used
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"model.loss_weighting={loss_weighting!r}: expected one of {LOSS_WEIGHTINGS}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"model.parameterization={parameterization!r}: expected one of {PARAMETERIZATIONS}")
+        if parameterization == "edm":
+            if loss_weighting != "none":
+                raise ValueError("model.parameterization=edm brings its own loss weight: set model.loss_weighting=none "
+                                 f"(got {loss_weighting})")
+            prediction = "epsilon"  # what the EDM wrapper hands the samplers; F's own target is EDM's
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, float(min_snr_gamma)
+        self.parameterization, self.edm_p_mean, self.edm_p_std = parameterization, float(edm_p_mean), float(edm_p_std)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps,
                                              beta_schedule=SCHEDULES[schedule], prediction_type=prediction,
                                              clip_sample=False)
         self.net = net(channels=self.sample_shape[0], cond_dim=self.cond_dim, image_size=self.sample_shape[-1],
                        **self.net_cond_kwargs())
+        if parameterization == "edm":  # the wrapper returns epsilon at the VP input: samplers need no change
+            from t2ilab.models.edm import EDMPrecond
+
+            self.net = EDMPrecond(self.net, self.noise_scheduler.alphas_cumprod, sigma_data)
         self.init_ema(self.net)
 
     @property
@@ -84,6 +103,8 @@ class DiffusionModule(TextConditionedModule):
 
     # -- training -----------------------------------------------------------------------------
     def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self.parameterization == "edm":
+            return self.net.loss(x0, cond, self.edm_p_mean, self.edm_p_std)
         n = x0.shape[0]
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=x0.device)
         noise = torch.randn_like(x0)

@@ -61,6 +61,8 @@ class GANSampling:
 @dataclasses.dataclass
 class VAESampling:
     temperature: float = setting(1.0, gt=0)
+    prior_steps: int = setting(25, ge=1)  # DDIM steps of model.latent_prior=diffusion
+    prior_guidance: float = setting(1.0, ge=0)  # its classifier-free guidance scale (1 = none)
 
 
 def defaults(options: type) -> dict[str, Any]:

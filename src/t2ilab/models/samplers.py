@@ -208,8 +208,10 @@ def initial_noise(sched: SchedulerMixin, noise: torch.Tensor) -> torch.Tensor:
 def denoise(model: Any, net: torch.nn.Module, sched: SchedulerMixin, x: torch.Tensor, timesteps: torch.Tensor,
             cond: torch.Tensor, uncond: torch.Tensor, generator: Any, *, sampler: str = "ddim",
             guidance_scale: float = 2.0, eta: float = 0.0, clip_x0: bool = False,
-            guidance_interval: Any = None, weak: WeakBranch | None = None) -> torch.Tensor:
+            guidance_interval: Any = None, weak: WeakBranch | None = None, progress: bool = True) -> torch.Tensor:
     """Run ``sched`` over ``timesteps`` from ``x`` (its sample space); returns the final sample.
+    ``progress``: report each step to the generation progress bar (off for an inner loop, e.g. the VAE's
+    latent prior, whose family counts batches).
 
     Classifier-free guidance: out = out_u + w (out_c - out_u), with ``uncond`` as the unconditional
     branch (the learned null condition; SDEdit's ``source_cond`` for "guidance toward the difference"),
@@ -252,5 +254,6 @@ def denoise(model: Any, net: torch.nn.Module, sched: SchedulerMixin, x: torch.Te
         elif "generator" in params:
             kw["generator"] = list(generator) if isinstance(generator, (list, tuple)) else generator
         x = sched.step(out, t, x, **kw).prev_sample
-        step_done()
+        if progress:
+            step_done()
     return x

@@ -18,7 +18,7 @@ from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.losses import decoded_mean, kl_normal, recon_nll
 
-from t2ilab.choices import PRIORS, RECON_KINDS, SCALES  # noqa: E402,F401  (one source of the choices)
+from t2ilab.choices import LATENT_PRIORS, PRIORS, RECON_KINDS, SCALES  # noqa: E402,F401  (one source of the choices)
 from t2ilab.models.options import VAESampling
 from t2ilab.utils.typecheck import OneOf, Range
 
@@ -41,8 +41,13 @@ class VAEModule(TextConditionedModule):
         free_bits: nats per latent dimension below which the (batch-mean) KL is not penalised
             (Kingma et al. 2016; 0 = off): fights posterior collapse.
         active_threshold: a latent dimension is "active" when its batch-mean KL exceeds this (nats).
+        latent_prior: ``none`` (sample z from the Gaussian p(z|c)) or ``diffusion``: a small conditional
+            diffusion model fitted to the posterior latents during training (models/latent_prior.py), so
+            samples come from where the decoder was trained; ``latent_prior_width`` / ``_depth`` size its MLP.
         sampling: ``generate`` defaults: ``temperature`` T (z = mu(c) + T sigma(c) eps; 0 = the
-            prior mean, deterministic).
+            prior mean, deterministic; with the latent prior, T scales its sampler's initial noise),
+            ``prior_steps`` (DDIM steps of the latent prior) and ``prior_guidance`` (its classifier-free
+            guidance scale; 1 = none).
 
     KL terms (free bits, ``active_dims``) are per latent element: per dimension of the vector, per
     (channel, position) of the spatial map.
@@ -57,7 +62,9 @@ class VAEModule(TextConditionedModule):
                  recon: Annotated[str, OneOf(RECON_KINDS)] = "gaussian", scale: Annotated[str, OneOf(SCALES)] = "channel",
                  min_scale: Annotated[float, Range(gt=0)] = 0.01, beta: Annotated[float, Range(ge=0)] = 1.0,
                  kl_warmup_steps: Annotated[int, Range(ge=0)] = 0, free_bits: Annotated[float, Range(ge=0)] = 0.0,
-                 active_threshold: float = 0.01, **kwargs: Any):
+                 active_threshold: float = 0.01, latent_prior: Annotated[str, OneOf(LATENT_PRIORS)] = "none",
+                 latent_prior_width: Annotated[int, Range(ge=8)] = 256,
+                 latent_prior_depth: Annotated[int, Range(ge=1)] = 3, **kwargs: Any):
         kwargs["sampling"] = {**options.defaults(VAESampling), **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.05)
         super().__init__(**kwargs)
@@ -67,8 +74,16 @@ class VAEModule(TextConditionedModule):
         self.min_log_scale = float(torch.log(torch.tensor(min_scale)))
         learned = recon in ("gaussian", "laplace")
         scale_channels = (self.channels if scale == "channel" else 1) if learned else 0
+        if latent_prior not in LATENT_PRIORS:
+            raise ValueError(f"model.latent_prior={latent_prior!r}: expected one of {LATENT_PRIORS}")
+        extra = {}
+        if latent_prior == "diffusion":
+            from t2ilab.models.latent_prior import DiffusionPrior
+
+            extra["latent_prior"] = DiffusionPrior(self.z_dim, self.cond_dim, latent_prior_width, latent_prior_depth)
         self.vae = net(channels=self.channels, cond_dim=self.cond_dim, image_size=self.image_size,
-                       z_dim=self.z_dim, scale_channels=scale_channels, conditional_prior=prior == "conditional")
+                       z_dim=self.z_dim, scale_channels=scale_channels, conditional_prior=prior == "conditional",
+                       **extra)
         if self.spatial:  # the autoencoder ignores captions: keep the unused null embedding out of
             self.null_embedding.requires_grad_(False)  # the optimiser (and DDP's unused-parameter check)
         self.init_ema(self.vae)
@@ -77,6 +92,11 @@ class VAEModule(TextConditionedModule):
     def spatial(self) -> bool:
         """Whether this is the spatial-latent autoencoder (``model.net.latent=spatial``)."""
         return getattr(self.vae, "latent", "vector") == "spatial"
+
+    @property
+    def latent_prior_net(self) -> nn.Module | None:
+        """The learned latent prior (``model.latent_prior=diffusion``) of the training net, or None."""
+        return getattr(self.vae, "latent_prior", None)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -89,18 +109,24 @@ class VAEModule(TextConditionedModule):
             return self.beta
         return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
 
-    def elbo_terms(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch-mean reconstruction NLL, batch-mean KL per latent element (*latent_shape))."""
+    def elbo_terms(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch-mean reconstruction NLL, batch-mean KL per latent element (*latent_shape), the latent prior's
+        loss on the detached posterior samples (0 without one))."""
         mu, logvar = self.vae.encode(x, cond)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         out = self.vae.decode(z, cond)
         log_scale = self.vae.log_scale.clamp(min=self.min_log_scale) if self.vae.log_scale is not None else None
-        kl = kl_normal(mu, logvar, *self.vae.prior(cond))
-        return recon_nll(self.recon, x, out, log_scale).mean(), kl.mean(0)
+        mu_p, logvar_p = self.vae.prior(cond)
+        kl = kl_normal(mu, logvar, mu_p, logvar_p)
+        prior_loss = z.new_zeros(())
+        if self.latent_prior_net is not None:  # fits u = (z - mu(c)) / sigma(c); no gradient to the VAE
+            u = ((z - mu_p) * torch.exp(-0.5 * logvar_p)).detach()
+            prior_loss = self.latent_prior_net.loss(u, cond.detach())
+        return recon_nll(self.recon, x, out, log_scale).mean(), kl.mean(0), prior_loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cond = self.drop_cond(self.prepare_cond(batch["cond"]))
-        recon, kl_dims = self.elbo_terms(batch["image"], cond)
+        recon, kl_dims, prior_loss = self.elbo_terms(batch["image"], cond)
         kl = self.guard(kl_dims.sum(), "train/kl")
         kl_term = kl_dims.clamp(min=self.free_bits).sum() if self.free_bits > 0 else kl
         beta = self.current_beta()
@@ -109,6 +135,9 @@ class VAEModule(TextConditionedModule):
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n)
         values = {"train/recon": recon, "train/kl": kl, "train/beta": torch.tensor(beta),
                   "train/active_dims": (kl_dims > self.active_threshold).sum()}
+        if self.latent_prior_net is not None:  # train/loss stays the VAE's objective; the prior's is its own
+            values["train/prior_loss"] = self.guard(prior_loss, "train/prior_loss")
+            loss = loss + prior_loss
         if self.vae.log_scale is not None:
             values["train/scale"] = self.vae.log_scale.clamp(min=self.min_log_scale).exp().mean()
         self.log_scalars(values, batch_size=n)
@@ -118,18 +147,23 @@ class VAEModule(TextConditionedModule):
         """``val/loss`` = the negative ELBO (recon + KL, beta = 1, no free bits) on held-out pairs:
         comparable across beta / warm-up / free-bits settings of the same ``recon``."""
         with self.fixed_noise(batch_idx):
-            recon, kl_dims = self.elbo_terms(batch["image"], self.prepare_cond(batch["cond"]))
+            recon, kl_dims, prior_loss = self.elbo_terms(batch["image"], self.prepare_cond(batch["cond"]))
         kl = kl_dims.sum()
         values = {"val/loss": recon + kl, "val/recon": recon, "val/kl": kl,
                   "val/active_dims": (kl_dims > self.active_threshold).sum().float()}
+        if self.latent_prior_net is not None:
+            values["val/prior_loss"] = prior_loss
         self.log_dict(values, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
 
     # -- inference --------------------------------------------------------------------------------
-    def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator,
-                  temperature: float = 1.0) -> torch.Tensor:
+    def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, temperature: float = 1.0,
+                  prior_steps: int = 25, prior_guidance: float = 1.0) -> torch.Tensor:
         mu, logvar = net.prior(cond)
-        eps = self.randn((cond.shape[0], *net.latent_shape), generator)
-        z = mu + eps * torch.exp(0.5 * logvar) * float(temperature)
+        eps = self.randn((cond.shape[0], *net.latent_shape), generator) * float(temperature)
+        if getattr(net, "latent_prior", None) is not None:
+            eps = net.latent_prior.sample(eps, cond, self.null_cond(cond.shape[0]), generator, self.randn,
+                                          num_steps=int(prior_steps), guidance_scale=float(prior_guidance))
+        z = mu + eps * torch.exp(0.5 * logvar)
         return decoded_mean(self.recon, net.decode(z, cond))
 
     @torch.no_grad()

@@ -47,6 +47,8 @@ class VAENet(nn.Module):
             N(0, I); starts at N(0, I) (zero-initialised last layer). ``vector`` only.
         latent: ``vector`` (caption-conditioned VAE) or ``spatial`` (unconditional autoencoder for
             latent diffusion; see the module docstring).
+        latent_prior: a learned prior over the vector latent (models/latent_prior.py), built by the module
+            (``model.latent_prior``); kept here so the EMA copy of the net carries it. ``vector`` only.
         latent_channels: channels of the spatial latent map.
         downsample: image side / latent side (a power of 2 dividing ``image_size``).
     """
@@ -54,12 +56,16 @@ class VAENet(nn.Module):
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, z_dim: int = 64,
                  base_channels: int = 32, max_channels: int = 256, emb_dim: int = 128, num_res_blocks: int = 1,
                  scale_channels: int = 0, conditional_prior: bool = False, latent: Annotated[str, OneOf(LATENTS)] = "vector",
-                 latent_channels: int = 4, downsample: int = 4):
+                 latent_channels: int = 4, downsample: int = 4, latent_prior: nn.Module | None = None):
         super().__init__()
+        self.latent_prior = latent_prior
         if latent not in LATENTS:
             raise ValueError(f"model.net.latent={latent!r}: expected one of {LATENTS}")
         self.latent = latent
         if latent == "spatial":
+            if latent_prior is not None:
+                raise ValueError("model.latent_prior=diffusion needs model.net.latent=vector: the spatial autoencoder's "
+                                 "latents get their prior from latent diffusion (model=latent_diffusion)")
             if conditional_prior:
                 raise ValueError("model.prior=conditional needs model.net.latent=vector: the spatial autoencoder "
                                  "is unconditional with an N(0, I) prior; set model.prior=standard (model=autoencoder "
