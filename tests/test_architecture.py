@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "t2ilab"
-ENTRY_POINTS = {"train", "sample", "eval", "edit", "roundtrip", "report", "reproduce"}
+ENTRY_POINTS = {"train", "sample", "eval", "edit", "roundtrip", "report", "reproduce", "to_wandb"}
 # private attributes of Lightning / wandb objects (and wandb's protobuf log format) this project reaches
 PRIVATE_REACHES = ("._trainer", "._ddp_kwargs", "._last_lr", "._last_global_step_saved", "._on_before_step",
                    "._batches_that_stepped", "wandb_internal_pb2", "epoch_loop._")

@@ -83,6 +83,26 @@ def _distribution(o: Override) -> Any:
     raise SearchSpaceError(f"{key}: {o.input_line!r} is not supported (use choice, range or interval)")
 
 
+def parse_search_space(params: Dict[str, Any], arguments: Sequence[str] = (),
+                       config_loader: Any = None) -> tuple[Dict[str, Any], List[str]]:
+    """(Optuna distributions by key, fixed override lines) of a ``hydra.sweeper.params`` mapping plus sweep
+    overrides from the command line (which win over the mapping for the same key). Also read by
+    sweeps/wandb_sweep.py, so a W&B sweep searches exactly this space."""
+    lines = [f"{k}={v if isinstance(v, str) else format_value(v)}" for k, v in params.items()]
+    parser = OverridesParser.create(config_loader=config_loader)
+    dists: Dict[str, Any] = {}
+    fixed: List[str] = []
+    for o in parser.parse_overrides([*lines, *arguments]):
+        key = o.get_key_element()
+        dists.pop(key, None)
+        fixed = [f for f in fixed if parser.parse_override(f).get_key_element() != key]
+        if o.is_sweep_override():
+            dists[key] = _distribution(o)
+        else:
+            fixed.append(o.input_line)
+    return dists, fixed
+
+
 _PLAIN = re.compile(r"[A-Za-z0-9_./+\-:@]*")
 
 
@@ -167,18 +187,8 @@ class OptunaSweeperImpl(Sweeper):
 
     def search_space(self, arguments: Sequence[str]) -> tuple[Dict[str, Any], List[str]]:
         """(distributions by key, fixed overrides) from ``hydra.sweeper.params`` + the command line."""
-        lines = [f"{k}={v if isinstance(v, str) else format_value(v)}" for k, v in self.params.items()]
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader if self.hydra_context else None)
-        dists: Dict[str, Any] = {}
-        fixed: List[str] = []
-        for o in parser.parse_overrides([*lines, *arguments]):
-            key = o.get_key_element()
-            dists.pop(key, None)  # the command line wins over hydra.sweeper.params
-            fixed = [f for f in fixed if parser.parse_override(f).get_key_element() != key]
-            if o.is_sweep_override():
-                dists[key] = _distribution(o)
-            else:
-                fixed.append(o.input_line)
+        dists, fixed = parse_search_space(self.params, arguments,
+                                          self.hydra_context.config_loader if self.hydra_context else None)
         if not dists:
             raise SearchSpaceError("the Optuna sweeper has no search space: set hydra.sweeper.params "
                                    "(e.g. an hparams_search config) or give sweep overrides like 'seed=choice(1,2)'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,8 @@ def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None)
     """Fill ``logger.wandb.id`` / ``resume`` / ``name`` / ``group`` / ``tags`` so a run keeps one W&B run for
     its whole life and sweeps group on dashboards, and keep everything W&B writes under the run dir:
 
-    * id: the checkpoint's run id when resuming, else the one stored in ``<run_dir>/wandb_id``
+    * id: under ``wandb agent`` (``WANDB_SWEEP_ID`` set) the agent's ``WANDB_RUN_ID``; the checkpoint's run id
+      when resuming, else the one stored in ``<run_dir>/wandb_id``
       (written at the first start; a job relaunched into the same run dir before its first
       checkpoint continues the same W&B run), unless the user set ``logger.wandb.id``;
     * name: the run dir's name (its path below ``<outputs>/runs``, or ``<sweep name>/<job>`` in a multirun);
@@ -77,8 +79,9 @@ def wandb_identity(cfg: Any, run_dir: str | Path, resumed_id: str | None = None)
         return
     id_file = Path(run_dir) / "wandb_id"
     with open_dict(cfg):
-        if not wb.get("id"):
-            wid = resumed_id or (id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4))
+        if not wb.get("id"):  # a W&B sweep agent names the run it launched us for: keep that id
+            agent = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+            wid = agent or resumed_id or (id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4))
             wb.id, wb.resume = wid, "allow"
         if not id_file.is_file():
             id_file.write_text(str(wb.id) + "\n")
@@ -117,8 +120,6 @@ def run_label(run_dir: str | Path, outputs: Path | None, sweep: str | None = Non
 def keep_wandb_files_in(run_dir: str | Path) -> None:
     """W&B's artifact staging and caches default to ``~/.local/share/wandb`` / ``~/.cache/wandb``, outside the
     run dir: a logged table's images then stay behind when the run dir is copied and synced elsewhere."""
-    import os
-
     base = Path(run_dir) / "wandb"
     os.environ["WANDB_DATA_DIR"] = str(base / "data")
     os.environ["WANDB_CACHE_DIR"] = str(base / "cache")
@@ -127,8 +128,6 @@ def keep_wandb_files_in(run_dir: str | Path) -> None:
 def sweep_name(sweep_dir: str | Path, outputs: Path | None) -> str:
     """``T2ILAB_SWEEP_NAME``, else the sweep dir's path below ``<outputs>/multiruns`` (the default sweep dir:
     ``<date>/<time>_<id>``), else its last component (``hydra.sweep.dir=.../lr_sweep`` -> ``lr_sweep``)."""
-    import os
-
     if os.environ.get("T2ILAB_SWEEP_NAME"):
         return os.environ["T2ILAB_SWEEP_NAME"]
     return _below(Path(sweep_dir), outputs / "multiruns" if outputs is not None else None) or Path(sweep_dir).name
