@@ -110,3 +110,35 @@ def test_a_job_killed_by_sigterm_keeps_its_wandb_history_and_the_resume_continue
     assert steps == sorted(steps)  # no step goes backwards across the segments
     assert _steps(logged["history"], "train/loss") == list(range(max_steps))  # no gap, no repeat
     assert all(int(r["_step"]) == int(r["trainer/global_step"]) for r in logged["history"] if "_step" in r)
+
+
+def test_the_killed_services_exit_code_never_becomes_the_jobs(monkeypatch, tmp_path):
+    """``wandb.teardown()`` of a dead service may ``sys.exit(<service exit code>)``: rewriting the lost rows must
+    survive that, or a preempted job exits 1 instead of 143 (a race seen in CI)."""
+    from types import SimpleNamespace
+
+    import wandb
+
+    from t2ilab.compat.wandb import finish_lost_tail
+
+    def teardown(*args, **kwargs):
+        raise SystemExit(1)
+
+    calls = []
+
+    class Segment:
+        summary: dict = {}
+
+        def log(self, row, step):
+            calls.append(step)
+
+        def finish(self, exit_code):
+            calls.append(("finish", exit_code))
+
+    monkeypatch.setattr(wandb, "teardown", teardown)
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: Segment())
+    settings = SimpleNamespace(sync_file=str(tmp_path / "missing.wandb"), root_dir=str(tmp_path), mode="offline")
+    run = SimpleNamespace(settings=settings, id="abc", project="p", entity=None, name="n", group=None,
+                          job_type=None, tags=(), config={})
+    assert finish_lost_tail(run, [(0, {"a": 1.0}), (1, {"a": 2.0})], 143, "SIGTERM") == 2
+    assert calls == [0, 1, ("finish", 143)]

@@ -88,6 +88,7 @@ def _wandb_logger_class() -> type:
             self._defined: set[str] = set()
             self._pending: dict[int, dict[str, Any]] = {}  # step -> row not yet sent (see the class docstring)
             self._last_sent = -1
+            self._service_lost = False
             self.sent: collections.deque[tuple[int, dict[str, float]]] = collections.deque(maxlen=100_000)
             self.checkpoints = CheckpointArtifacts(mode, checkpoint_name, getattr(self, "add_file_policy", "mutable"))
 
@@ -100,12 +101,12 @@ def _wandb_logger_class() -> type:
 
             for key in [k for k in metrics if k not in self._defined and k != "trainer/global_step"]:
                 goal = metric_goal(key)
-                self.experiment.define_metric(key, step_metric="trainer/global_step",
-                                              **({"summary": goal} if goal else {}))
+                self._call(lambda: self.experiment.define_metric(key, step_metric="trainer/global_step",
+                                                                 **({"summary": goal} if goal else {})))
                 self._defined.add(key)
             if step is None or self._wandb_init.get("sync_tensorboard"):
                 self.flush()
-                super().log_metrics(metrics, step)  # (wandb's own step counter)
+                self._call(lambda: super(WandbLogger, self).log_metrics(metrics, step))  # (wandb's own step counter)
             else:
                 prefix = getattr(self, "_prefix", "")
                 row = {f"{prefix}{self.LOGGER_JOIN_CHAR}{k}" if prefix else k: v for k, v in metrics.items()}
@@ -123,7 +124,21 @@ def _wandb_logger_class() -> type:
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.sent.append((step, scalars))
             self._last_sent = max(step, self._last_sent)
-            self.experiment.log({**row, "trainer/global_step": step}, step=self._last_sent)
+            self._call(lambda: self.experiment.log({**row, "trainer/global_step": step}, step=self._last_sent))
+
+        def _call(self, send: Any) -> None:
+            """Talk to wandb's service unless it has died: a preemption's SIGTERM reaches the service and the
+            training process together, and the training loop may log before its own signal handler runs. A dead
+            service must not turn the clean checkpoint-and-exit into a crash: one warning, later calls are
+            skipped, and ``finish_wandb`` writes the rows kept in :attr:`sent` to a new segment."""
+            if self._service_lost:
+                return
+            try:
+                send()
+            except (ConnectionError, OSError, BrokenPipeError) as e:
+                self._service_lost = True
+                logging.getLogger(__name__).warning("W&B's service stopped (%s: %s); training goes on, the rows it "
+                                                    "misses are written when the run ends", type(e).__name__, e)
 
         def flush(self) -> None:
             """Send the rows held back (all of them, in step order)."""

@@ -177,7 +177,10 @@ def finish_lost_tail(run: Any, rows: list[tuple[int, dict[str, float]]], exit_co
             "dir": settings.root_dir, "mode": settings.mode, "name": run.name, "group": run.group or None,
             "job_type": run.job_type or None, "tags": list(run.tags or ()) or None}
     config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
-    with contextlib.suppress(Exception):  # the dead connection's teardown fails; the next init starts a new one
+    # the dead connection's teardown fails; the next init starts a new one. SystemExit too: when the goodbye still
+    # reaches the socket, wandb.teardown() calls sys.exit(<the killed service's exit code>), which would replace
+    # this process's own exit status (143 after SIGTERM) with the service's (seen as exit 1, ~1 run in 30)
+    with contextlib.suppress(Exception, SystemExit):
         wandb.teardown()
     lost = [(step, row) for step, row in rows if step > on_disk]
     new = wandb.init(**{k: v for k, v in init.items() if v is not None}, config=config)
