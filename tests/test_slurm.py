@@ -132,7 +132,12 @@ def test_preempted_job_is_requeued_and_resumes_in_the_same_run_dir_and_wandb_run
     log = (run_dir / "train.log").read_text()
     assert "ckpt_path=auto: resuming from" in log and f"resuming W&B run {wandb_id}" in log
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert [p.name.rsplit("-", 1)[-1] for p in runs] == [wandb_id] * 2  # one W&B run, two launches
+    ids = [p.name.rsplit("-", 1)[-1] for p in runs]
+    # one W&B run: two launches, plus one segment with the rows wandb's service lost when the requeue's SIGTERM
+    # killed it before it wrote them (compat/wandb.finish_lost_tail)
+    assert set(ids) == {wandb_id} and len(ids) in (2, 3), ids
+    merged = [row["trainer/global_step"] for row in read_offline_run(run_dir)["history"] if "trainer/global_step" in row]
+    assert merged == sorted(merged)  # the segments read as one monotonic history
     resumed = read_offline_run(runs[-1])
     steps = [row["trainer/global_step"] for row in resumed["history"] if "trainer/global_step" in row]
     assert resumed["exit_code"] == 0 and min(steps) >= cut["global_step"] and max(steps) >= max_steps - 1
