@@ -21,7 +21,7 @@ from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.options import DiffusionSampling
 from t2ilab.models.samplers import (WeakBranch, X0Guidance, build_scheduler, check_guide, check_interval, denoise,
-                                    get_sampler, initial_noise, truncate)
+                                    get_sampler, initial_noise, noised_and_target, truncate)
 
 from t2ilab.choices import LOSS_WEIGHTINGS, PARAMETERIZATIONS, PREDICTIONS, SCHEDULES  # noqa: E402,F401  (one source of the choices)
 from t2ilab.utils.typecheck import OneOf, Range
@@ -109,8 +109,7 @@ class DiffusionModule(TextConditionedModule):
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=x0.device)
         noise = torch.randn_like(x0)
         acp = self.noise_scheduler.alphas_cumprod.to(x0.device)[t].view(n, 1, 1, 1)
-        x_t = acp.sqrt() * x0 + (1 - acp).sqrt() * noise  # = scheduler.add_noise, without its dtype round-trips
-        target = noise if self.prediction == "epsilon" else acp.sqrt() * noise - (1 - acp).sqrt() * x0
+        x_t, target = noised_and_target(x0, noise, acp, self.prediction)
         err = (self.net(x_t, t, cond).float() - target.float()).square().mean(dim=(1, 2, 3))
         if self.loss_weighting == "min_snr":  # v-loss = (SNR + 1) x eps-loss, eps-loss = SNR x x0-loss
             snr = (acp / (1 - acp)).view(n).float()

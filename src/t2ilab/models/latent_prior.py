@@ -27,7 +27,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from t2ilab.choices import SCHEDULES
-from t2ilab.models.samplers import build_scheduler, denoise
+from t2ilab.models.samplers import build_scheduler, denoise, noised_and_target
 from t2ilab.nets.latent_denoiser import LatentDenoiser
 
 
@@ -58,8 +58,7 @@ class DiffusionPrior(nn.Module):
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (u.shape[0],), device=u.device)
         noise = torch.randn_like(u)
         acp = self.noise_scheduler.alphas_cumprod.to(u.device)[t].view(-1, 1)
-        u_t = acp.sqrt() * u + (1 - acp).sqrt() * noise
-        target = noise if self.prediction == "epsilon" else acp.sqrt() * noise - (1 - acp).sqrt() * u
+        u_t, target = noised_and_target(u, noise, acp, self.prediction)
         return (self.net(u_t, t, cond).float() - target).square().mean()
 
     @torch.no_grad()

@@ -125,6 +125,16 @@ def truncate(sched: SchedulerMixin, strength: float) -> torch.Tensor:
     return sched.timesteps[start:]
 
 
+def noised_and_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
+                      prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pair of a VP diffusion: x_t = sqrt(a) x0 + sqrt(1-a) noise (= ``scheduler.add_noise``, without its
+    dtype round-trips) and the regression target (``epsilon``: the noise; ``v_prediction``: sqrt(a) noise -
+    sqrt(1-a) x0). ``alpha_bar`` broadcasts against ``x0``. Used by the diffusion family and the VAE's latent prior."""
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+    target = noise if prediction == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    return x_t, target
+
+
 def x0_shift_factor(prediction: str, alpha_bar: float) -> float:
     """c such that moving the predicted x0 by d moves the model output by -c d (see shift_prediction)."""
     if prediction == "epsilon":
