@@ -33,6 +33,51 @@ def test_compile_without_a_compiler_falls_back_with_the_reason(monkeypatch):
     assert len(notes) == 1 and "no C++ compiler" in notes[0] and "eager" in notes[0]
 
 
+@pytest.mark.parametrize(("flags", "expected"), [({"avx512f", "avx512_bf16"}, "bf16-mixed"),
+                                                ({"amx_bf16", "amx_tile"}, "bf16-mixed"),
+                                                ({"avx2", "avx512f"}, "32-true"), (set(), "32-true")])
+def test_precision_auto_follows_native_bf16_on_cpu(monkeypatch, flags, expected):
+    monkeypatch.setattr(fast_paths, "cpu_flags", lambda: set(flags))
+    precision, note = fast_paths.resolve_precision("auto", torch.device("cpu"))
+    assert precision == expected
+    assert (note is None) == (expected == "bf16-mixed")
+    if note:
+        assert "avx512_bf16" in note and "32-true" in note
+    # an explicit value is never changed, whatever the CPU
+    assert fast_paths.resolve_precision("bf16-mixed", torch.device("cpu")) == ("bf16-mixed", None)
+    assert fast_paths.resolve_precision("32-true", torch.device("cpu")) == ("32-true", None)
+
+
+def test_train_hands_lightning_the_resolved_precision(monkeypatch, make_model):
+    """train.py resolves trainer.precision=auto with the perf options, and Lightning accepts the result."""
+    from omegaconf import OmegaConf
+
+    from t2ilab.cli import train
+    from t2ilab.compat.hydra import instantiate
+
+    cfg = OmegaConf.create({"perf": {}, "trainer": {"_target_": "lightning.pytorch.trainer.Trainer",
+                                                    "accelerator": "cpu", "precision": "auto"}})
+    for flags, expected in (({"avx512_bf16"}, "bf16-mixed"), ({"avx2"}, "32-true")):
+        monkeypatch.setattr(fast_paths, "cpu_flags", lambda flags=flags: set(flags))
+        choices, notes = train._fast_paths(cfg, make_model("diffusion"), None)
+        assert choices["precision"] == expected and bool(notes) == (expected == "32-true")
+        trainer = instantiate(cfg.trainer, precision=choices["precision"], logger=False,
+                              enable_checkpointing=False, enable_progress_bar=False)
+        assert trainer.precision == expected
+
+
+def test_cpu_flags_reads_this_machines_cpuinfo():
+    flags = fast_paths.cpu_flags()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            has_flags = any(line.startswith("flags") for line in f)
+    except OSError:
+        has_flags = False
+    assert bool(flags) == has_flags
+    if has_flags:
+        assert "fpu" in flags or "sse2" in flags
+
+
 def test_optimizer_impl_reaches_adamw(make_model):
     for impl, key, value in (("fused", "fused", True), ("foreach", "foreach", True), ("loop", "foreach", False)):
         model = make_model("diffusion")

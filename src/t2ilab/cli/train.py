@@ -247,7 +247,7 @@ def _train(cfg: DictConfig, run_dir: Path, rank: int, meta: dict) -> float | Non
         if grid_cb is not None and cfg.sample_after:
             grid_cb.at_train_end = False  # sample_after draws the final grid (once), with the callback's settings
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, InterruptCheckpoint(), DDPFailure(run_dir)],
-                              logger=loggers or False, plugins=[AtomicCheckpointIO()])
+                              logger=loggers or False, plugins=[AtomicCheckpointIO()], precision=perf["precision"])
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if cfg.sample_after and trainer.is_global_zero:
             model.to(trainer.strategy.root_device)  # Lightning moved it to the CPU after fit
@@ -310,13 +310,16 @@ def _with_final_eval(cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
 
 
 def _fast_paths(cfg: DictConfig, model: Any, datamodule: Any) -> tuple[dict, list[str]]:
-    """Resolve ``perf`` for the training device, apply it, log what runs (and any fallback)."""
+    """Resolve ``perf`` and ``trainer.precision`` (``auto``) for the training device, apply them, log
+    what runs (and any fallback)."""
     from t2ilab.utils import fast_paths
 
     device = fast_paths.training_device(cfg.trainer.get("accelerator"))
     perf = OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
     choices, notes = fast_paths.resolve(perf, device)
     fast_paths.apply(model, datamodule, choices, device)
+    choices["precision"], note = fast_paths.resolve_precision(cfg.trainer.get("precision"), device)
+    notes += [note] if note else []
     log.info("fast paths on %s: %s", device.type, ", ".join(f"{k}={v}" for k, v in choices.items()))
     return choices, notes
 

@@ -26,6 +26,8 @@ AUTO: dict[str, dict[str, Any]] = {
     "cpu": {"channels_last": False, "compile": False, "optimizer_impl": "fused", "data_on_device": True,
             "sync_free_guard": False},
 }
+# CPU flags of native bf16 arithmetic (oneDNN runs bf16 convolutions / matmuls fast with these)
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 DEFAULTS = {"channels_last": "auto", "compile": "auto", "optimizer_impl": "auto", "foreach_ema": True,
             "data_on_device": "auto", "sync_free_guard": "auto"}
 
@@ -89,6 +91,50 @@ def resolve(perf: Mapping[str, Any] | None, device: torch.device) -> tuple[dict[
     for note in notes:
         log.warning("fast path fallback: %s", note)
     return {k: bool(v) if k != "optimizer_impl" else v for k, v in out.items()}, notes
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> str | None:
+    """Why bf16 autocast is *not* fast on ``device`` (None = it is): CUDA GPUs with bf16 units
+    (Ampere and newer); CPUs with bf16 instructions (AVX512-BF16 or AMX-BF16). Elsewhere bf16 is
+    emulated and slower than fp32 (channels_last bf16 on a CPU without them: 2.4x slower)."""
+    if device.type == "cuda":
+        try:
+            ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no including_emulation
+            ok = torch.cuda.is_bf16_supported()
+        return None if ok else f"{torch.cuda.get_device_name(device)} has no native bf16"
+    if device.type == "cpu":
+        found = cpu_flags() & BF16_CPU_FLAGS
+        return None if found else f"this CPU has none of {sorted(BF16_CPU_FLAGS)} (/proc/cpuinfo)"
+    return f"no bf16 detection for {device.type}"
+
+
+def resolve_precision(precision: Any, device: torch.device) -> tuple[str, str | None]:
+    """``trainer.precision`` for Lightning: ``auto`` becomes ``bf16-mixed`` where bf16 is native on
+    ``device`` and ``32-true`` elsewhere (the note says why); any other value passes unchanged.
+    Measured at equal wall on fmnist_diffusion (docs/results.md): bf16-mixed trains 1.30x the
+    steps of fp32 on an AVX512-BF16 CPU and wins on accuracy and distance."""
+    value = str(precision if precision is not None else "32-true")
+    if value != "auto":
+        return value, None
+    why = native_bf16(device)
+    if why is None:
+        return "bf16-mixed", None
+    note = f"trainer.precision=auto: {why}; training in 32-true"
+    log.info(note)
+    return "32-true", note
 
 
 def optimizer_kwargs(impl: str, factory: Any) -> dict[str, Any]:
