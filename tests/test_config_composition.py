@@ -184,6 +184,7 @@ def test_every_model_yaml_key_is_an_option_of_its_constructor(name):
     ("model.net.heads=0", "model.net.heads=0 is out of range: must be >= 1"),
     ("model.sampling.num_steps=0", "model.sampling.num_steps=0 is out of range: must be >= 1"),
     ("model.schedule=quadratic", "model.schedule='quadratic' (str) must be one of cosine, linear"),
+    ("trainer.precision=bf17-mixed", "trainer.precision='bf17-mixed' (str) must be"),
 ])
 def test_a_range_or_choice_written_in_a_signature_is_checked_before_any_work(override, says):
     from t2ilab.utils.schema import validate
@@ -192,6 +193,14 @@ def test_a_range_or_choice_written_in_a_signature_is_checked_before_any_work(ove
         cfg = compose("train", overrides=["paths.run_dir=/tmp/x", override])
     with pytest.raises(ValueError, match=re.escape(says)):
         validate(cfg)
+
+
+@pytest.mark.parametrize("value", ["auto", "bf16-mixed", "32-true", "32", "16-mixed"])
+def test_every_lightning_precision_and_auto_pass_the_schema(value):
+    from t2ilab.utils.schema import validate
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        validate(compose("train", overrides=["paths.run_dir=/tmp/x", f"trainer.precision={value}"]))
 
 
 def test_a_gan_network_option_is_checked_through_its_own_target():

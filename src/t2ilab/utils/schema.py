@@ -29,6 +29,10 @@ class TrainerSchema:
     accumulate_grad_batches: int = option(1, ge=1)
     num_nodes: int = option(1, ge=1)
     enable_progress_bar: bool = option("false")
+    # Lightning's precision strings (lightning.fabric.connector._PRECISION_INPUT_STR) + auto (utils/fast_paths.py)
+    precision: Union[int, choices("Precision", ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true",  # type: ignore[valid-type]
+                                               "64-true", "transformer-engine", "transformer-engine-float16",
+                                               "32", "16", "64", "bf16"))] = option("32-true")
 
 
 @dataclasses.dataclass
