@@ -108,7 +108,7 @@ def cpu_flags() -> set[str]:
 def native_bf16(device: torch.device) -> str | None:
     """Why bf16 autocast is *not* fast on ``device`` (None = it is): CUDA GPUs with bf16 units
     (Ampere and newer); CPUs with bf16 instructions (AVX512-BF16 or AMX-BF16). Elsewhere bf16 is
-    emulated and slower than fp32 (channels_last bf16 on a CPU without them: 2.4x slower)."""
+    emulated and slower than fp32."""
     if device.type == "cuda":
         try:
             ok = torch.cuda.is_bf16_supported(including_emulation=False)
