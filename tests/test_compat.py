@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -310,6 +312,82 @@ def test_the_loop_progress_rewrite_finds_lightnings_keys_in_a_real_checkpoint(tm
     assert fit["epoch_loop.state_dict"]["_batches_that_stepped"] == stepped - 1
     optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
     assert optim["step"]["total"]["ready"] == optim["step"]["total"]["completed"]
+
+
+
+def _fit_logging_steps(root, max_steps: int, callbacks: list, ckpt_path=None, val_batches: int = 1) -> list[int]:
+    """Fit a tiny model (10 batches an epoch, validation every 4 batches) and return the steps Lightning gave
+    its logger for the training loss, in order."""
+    import lightning as L
+    from lightning.pytorch.loggers.logger import Logger
+
+    class Steps(Logger):
+        name, version, experiment = "steps", "0", None
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps: list[int] = []
+
+        def log_metrics(self, metrics, step=None) -> None:
+            if "loss" in metrics:
+                self.steps.append(step)
+
+        def log_hyperparams(self, *args, **kwargs) -> None:
+            pass
+
+    class M(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, i):
+            loss = self.lin(batch).pow(2).mean()
+            self.log("loss", loss)
+            return loss
+
+        def validation_step(self, batch, i):
+            self.log("val", self.lin(batch).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    logger = Steps()
+    trainer = L.Trainer(max_steps=max_steps, accelerator="cpu", logger=logger, log_every_n_steps=1,
+                        val_check_interval=4, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                        default_root_dir=str(root))
+    loader = torch.utils.data.DataLoader
+    try:
+        trainer.fit(M(), loader(torch.randn(20, 2), batch_size=2), loader(torch.randn(2 * val_batches, 2), batch_size=2),
+                    ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's SIGTERMException
+        pass
+    return logger.steps
+
+
+@pytest.mark.parametrize("cut, val_batches", [(4, 1), (3, 1), (4, 2)],
+                         ids=["validation-boundary", "between-validations", "mid-validation"])
+def test_sigterm_checkpoint_resumes_at_the_same_logging_steps(tmp_path, cut, val_batches):
+    """Lightning raises on SIGTERM after a batch is done and counted; at a validation boundary its restart
+    counts that batch again (every resumed row one step late, found by CI) unless the interrupt checkpoint
+    takes the count back (InterruptCheckpoint + compat.lightning). Mid-validation it raises before counting."""
+    import lightning as L
+
+    from t2ilab.tracking.run_callbacks import InterruptCheckpoint
+
+    class SigtermAfter(L.Callback):  # the signal a scheduler sends, at a chosen batch (Lightning handles it)
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == cut:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    straight = _fit_logging_steps(tmp_path / "straight", 12, [], val_batches=val_batches)
+    assert straight == list(range(12))
+    run = tmp_path / "cut"
+    first = _fit_logging_steps(run, 12, [InterruptCheckpoint(), SigtermAfter()], val_batches=val_batches)
+    assert first == list(range(cut))
+    (ckpt,) = run.rglob("last.ckpt")
+    resumed = _fit_logging_steps(run, 12, [InterruptCheckpoint()], ckpt_path=str(ckpt), val_batches=val_batches)
+    assert first + resumed == straight
 
 
 # ------------------------------------------------------------------------------------ compat.wandb

@@ -3,6 +3,8 @@ Tested: lightning 2.4-2.6 (pyproject bound ``lightning>=2.4,<2.7``), wandb 0.17-
 focused test in tests/test_compat.py, so an upgrade fails one named test, not a resume in production.
 
 * exact resume: :func:`rewrite_as_previous_batch_end` edits the checkpoint's fit-loop progress;
+  :func:`batches_that_stepped`, :func:`restart_recounts_last_batch` and :func:`uncount_last_batch` keep an
+  interrupt at a validation boundary from shifting the resumed run's logged steps by one;
 * the GAN's discriminator steps: :func:`uncounted_step` (LightningOptimizer's step-counting hooks) and
   :func:`ddp_find_unused_parameters` (the DDP strategy's kwargs before it wraps the module);
 * optimiser values given at resume: :func:`set_scheduler_last_lr`;
@@ -247,3 +249,28 @@ def rewrite_as_previous_batch_end(checkpoint: dict) -> bool:
     for part in ("total", "current") if manual else ():
         manual[part]["ready"] = manual[part]["completed"]
     return True
+
+
+def batches_that_stepped(trainer: Any) -> int:
+    """Lightning's logging step counter (the ``step`` its loggers receive): batches whose update ran."""
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+def restart_recounts_last_batch(trainer: Any) -> bool:
+    """Whether Lightning, resuming a checkpoint written *now*, would count the batch it last completed a second
+    time. That happens when the batch ended on a validation boundary and the save came after the batch was done
+    (``RestartStage.RESTARTED_ON_LAST``): the restarted loop skips the validation it believes the saved process
+    ran and counts that skipped advance as a stepped batch (lightning 2.4-2.6, ``TrainingEpochLoop.advance`` /
+    ``on_advance_end``). Checkpoints Lightning writes itself at that point (``ModelCheckpoint`` on validation
+    end) are saved *before* the batch is counted, so the recount is right for them and wrong for a save after
+    ``on_advance_end`` — where Lightning raises on SIGTERM. The caller knows which (see ``InterruptCheckpoint``)."""
+    loop = trainer.fit_loop.epoch_loop
+    done = loop.batch_progress.total
+    if not (done.ready == done.started == done.processed == done.completed) or done.completed == 0:
+        return False  # mid-batch (rewrite_as_previous_batch_end's case) or nothing trained
+    return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+
+
+def uncount_last_batch(checkpoint: dict) -> None:
+    """Lower the checkpoint's ``_batches_that_stepped`` by the one Lightning adds back when it resumes (above)."""
+    checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import lightning as L
 
-from t2ilab.compat.lightning import last_saved_step
+from t2ilab.compat.lightning import (batches_that_stepped, last_saved_step, restart_recounts_last_batch,
+                                     uncount_last_batch)
 from t2ilab.tracking.run_status import is_interrupt, record_failure, status_of
 
 log = logging.getLogger("t2ilab.tracking.run_status")
@@ -22,10 +23,26 @@ class InterruptCheckpoint(L.Callback):
     """On SIGTERM / SIGINT / SystemExit, save ``last.ckpt`` of the current step (atomically) before the process
     exits, so ``ckpt_path=<run>/checkpoints/last.ckpt`` (or a requeue) continues from there. Also when fit
     ends normally at a step the periodic checkpoints did not cover (``max_steps`` not a multiple of
-    ``every_n_train_steps``): ``last.ckpt`` is then the final model, not the one of the last interval."""
+    ``every_n_train_steps``): ``last.ckpt`` is then the final model, not the one of the last interval.
+
+    Lightning raises on SIGTERM only after a batch is done and counted in its logging step; when that batch
+    ended on a validation boundary, Lightning's restart counts it again and every resumed row would be logged
+    one step late. The interrupt checkpoint is written with that count taken back (compat.lightning), so the
+    resumed run logs at the same steps as an uninterrupted one."""
 
     def __init__(self) -> None:
         self.saved: Path | None = None
+        self._stepped_at_batch_end: int | None = None  # Lightning's logging step before on_advance_end counts
+        self._interrupting = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self._stepped_at_batch_end = batches_that_stepped(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        counted_since = (self._stepped_at_batch_end is not None
+                         and batches_that_stepped(trainer) > self._stepped_at_batch_end)
+        if self._interrupting and counted_since and restart_recounts_last_batch(trainer):
+            uncount_last_batch(checkpoint)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ck = trainer.checkpoint_callback
@@ -47,6 +64,7 @@ class InterruptCheckpoint(L.Callback):
         dirpath.mkdir(parents=True, exist_ok=True)
         final = dirpath / "last.ckpt"
         try:  # atomic: train.py gives the trainer models.atomic_io.AtomicCheckpointIO
+            self._interrupting = True
             trainer.save_checkpoint(final)
             if trainer.is_global_zero:
                 self.saved = final
@@ -54,6 +72,8 @@ class InterruptCheckpoint(L.Callback):
         except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
             log.error("could not write the interrupt checkpoint (%s: %s); the last periodic one is kept",
                       type(e).__name__, e)
+        finally:
+            self._interrupting = False
 
 
 class DDPFailure(L.Callback):
