@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from t2ilab.models.base import NonFiniteLossError
-from t2ilab.models.losses import contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss, gradient_penalty
+from t2ilab.models.losses import (contrastive_loss, d_fake_loss, d_real_loss, g_adv_loss, gradient_penalty,
+                                  mode_seeking_ratio)
 from t2ilab.nets.diffaug import diff_augment
 
 
@@ -125,6 +126,31 @@ def test_contrastive_loss_picks_own_caption_and_masks_shared_classes():
     same = torch.eye(3, dtype=torch.bool)
     same[0, 1] = same[1, 0] = True
     assert contrastive_loss(img, txt, same, 0.1) < 1e-3
+
+
+def test_pooled_mode_seeking_ratio_ignores_texture_and_sees_shape():
+    """Two draws that differ only by a checkerboard (the hatching the pixel ratio rewards) are the same image
+    at pool 4; two that differ in a filled block differ at every pool by the same mean amount."""
+    z_a, z_b = torch.zeros(2, 8), torch.ones(2, 8)
+    base = torch.zeros(2, 1, 28, 28)
+    checker = (torch.arange(28)[:, None] + torch.arange(28)[None, :]) % 2 * 2.0 - 1.0  # +-1, mean 0
+    hatched = base + 0.5 * checker
+    assert mode_seeking_ratio(base, hatched, z_a, z_b, pool=1) == pytest.approx(0.5)
+    assert mode_seeking_ratio(base, hatched, z_a, z_b, pool=4) == pytest.approx(0.0, abs=1e-6)
+    block = base.clone()
+    block[..., 4:20, 8:24] = 1.0  # a 16 x 16 silhouette: aligned with the 4 x 4 pool cells
+    expected = 256 / 784
+    assert mode_seeking_ratio(base, block, z_a, z_b, pool=1) == pytest.approx(expected)
+    assert mode_seeking_ratio(base, block, z_a, z_b, pool=4) == pytest.approx(expected)
+
+
+def test_pooled_diversity_term_reaches_the_generator(make_model, conds):
+    model = make_model("gan", diversity_weight=1.0, diversity_pool=4)
+    c = model.prepare_cond(conds(4))
+    loss, stats = model.generator_loss(c, model.same_pairs({}, c))
+    assert stats["diversity"] > 0
+    (1.0 / stats["diversity"]).backward()
+    assert model.generator.fc.weight.grad.abs().sum() > 0
 
 
 def test_contrastive_term_trains_generator(make_model, conds):

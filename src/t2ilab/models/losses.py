@@ -34,6 +34,17 @@ def g_adv_loss(kind: str, scores: torch.Tensor) -> torch.Tensor:
     return -scores.mean() if kind == "hinge" else F.softplus(-scores).mean()
 
 
+def mode_seeking_ratio(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                       pool: int = 1) -> torch.Tensor:
+    """MSGAN's ratio (Mao et al. 2019): mean |G(z_a, c) - G(z_b, c)| / mean |z_a - z_b| for the same captions; G's
+    loss adds ``w / ratio`` so that ignoring z costs. With ``pool`` > 1 the images are compared after a
+    ``pool`` x ``pool`` average pool: a generator can then no longer buy distance with pixel-scale texture
+    (hatching that flips between draws) and must vary what survives the pool -- shape, silhouette, fill."""
+    if pool > 1:
+        fake_a, fake_b = F.avg_pool2d(fake_a, pool, ceil_mode=True), F.avg_pool2d(fake_b, pool, ceil_mode=True)
+    return (fake_a - fake_b).abs().mean() / (z_a - z_b).abs().mean()
+
+
 def hinge_real(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """E[relu(1 - D)] over the samples where ``mask`` is true (all when None; 0 when none)."""
     return _masked_mean(F.relu(1.0 - scores), mask)
