@@ -21,4 +21,5 @@ SCALES = ("channel", "scalar")                                      # VAE model.
 PRIORS = ("standard", "conditional")                                # VAE model.prior
 LATENT_PRIORS = ("none", "diffusion")                               # VAE model.latent_prior
 GENERATOR_OUTPUTS = ("clamp", "linear", "tanh")                     # GAN model.generator.output
+UPSAMPLE_MODES = ("nearest", "bilinear")                            # GAN generator / VAE decoder upsample
 LATENTS = ("vector", "spatial")                                     # VAE model.net.latent

@@ -153,6 +153,22 @@ def test_pooled_diversity_term_reaches_the_generator(make_model, conds):
     assert model.generator.fc.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_generator_upsampling_mode_reaches_the_blocks(mode):
+    """nearest hands the next block 2 x 2 blocks of equal values; bilinear interpolates between them."""
+    from t2ilab.nets.gan_nets import Generator
+
+    g = Generator(channels=1, cond_dim=16, image_size=28, z_dim=8, base_channels=8, max_channels=16, upsample=mode)
+    seen = []
+    g.stages[1][0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    g(torch.randn(2, 8), torch.randn(2, 16))
+    h = seen[0]  # the 14 x 14 input of the second stage
+    blocky = torch.equal(h[..., 0::2, 0::2], h[..., 1::2, 1::2])
+    assert blocky == (mode == "nearest")
+    with pytest.raises(ValueError, match="upsample='bicubic'"):
+        Generator(channels=1, cond_dim=16, image_size=28, upsample="bicubic")
+
+
 def test_contrastive_term_trains_generator(make_model, conds):
     """contrastive_weight > 0: the G loss contains the term and its gradient reaches G;
     = 0: D is built without the heads (no unused parameters under DDP)."""

@@ -11,11 +11,15 @@ Resolutions are derived from ``image_size`` (``stage_plan``): halve while the si
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2ilab.choices import UPSAMPLE_MODES
 from t2ilab.nets.layers import CondMLP, ResBlock, group_norm
+from t2ilab.utils.typecheck import OneOf
 
 
 def stage_plan(image_size: int, min_size: int = 4) -> list[int]:
@@ -53,12 +57,18 @@ class CondUpNet(nn.Module):
             without it the caption reaches the spatial layout only indirectly.
         identity_init: start every ResBlock as the identity (zero last conv, as in the UNet); False
             re-initialises those convs with PyTorch's default init.
+        upsample: ``nearest`` (each pixel copied 2 x 2) or ``bilinear`` (interpolated: no blocky
+            2-pixel steps for the next conv to turn into periodic texture).
     """
 
     def __init__(self, channels: int = 3, cond_dim: int = 512, image_size: int = 32, z_dim: int = 128,
                  base_channels: int = 32, max_channels: int = 256, emb_dim: int = 128, num_res_blocks: int = 1,
-                 cond_input: bool = False, identity_init: bool = True):
+                 cond_input: bool = False, identity_init: bool = True,
+                 upsample: Annotated[str, OneOf(UPSAMPLE_MODES)] = "nearest"):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={upsample!r}; choose one of {', '.join(UPSAMPLE_MODES)}")
+        self.upsample = upsample
         self.sizes = stage_plan(image_size)
         widths = [stage_width(s, image_size, base_channels, max_channels) for s in self.sizes]
         self.z_dim, self.s0, self.c0 = int(z_dim), self.sizes[0], widths[0]
@@ -84,7 +94,8 @@ class CondUpNet(nn.Module):
         h = self.fc(torch.cat([z, c], dim=1) if self.cond_input else z).view(z.shape[0], self.c0, self.s0, self.s0)
         for i, blocks in enumerate(self.stages):
             if i > 0:
-                h = F.interpolate(h, scale_factor=2, mode="nearest")
+                h = F.interpolate(h, scale_factor=2, mode=self.upsample,
+                                  **({"align_corners": False} if self.upsample == "bilinear" else {}))
             for block in blocks:
                 h = block(h, emb)
         return self.out(h)
