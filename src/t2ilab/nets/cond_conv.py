@@ -94,8 +94,7 @@ class CondUpNet(nn.Module):
         h = self.fc(torch.cat([z, c], dim=1) if self.cond_input else z).view(z.shape[0], self.c0, self.s0, self.s0)
         for i, blocks in enumerate(self.stages):
             if i > 0:
-                h = F.interpolate(h, scale_factor=2, mode=self.upsample,
-                                  **({"align_corners": False} if self.upsample == "bilinear" else {}))
+                h = F.interpolate(h, scale_factor=2, mode=self.upsample)
             for block in blocks:
                 h = block(h, emb)
         return self.out(h)

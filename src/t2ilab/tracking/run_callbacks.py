@@ -39,9 +39,9 @@ class InterruptCheckpoint(L.Callback):
         self._stepped_at_batch_end = batches_that_stepped(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        counted_since = (self._stepped_at_batch_end is not None
-                         and batches_that_stepped(trainer) > self._stepped_at_batch_end)
-        if self._interrupting and counted_since and restart_recounts_last_batch(trainer):
+        if not self._interrupting or self._stepped_at_batch_end is None:
+            return  # periodic checkpoints: Lightning's restart counts them right
+        if batches_that_stepped(trainer) > self._stepped_at_batch_end and restart_recounts_last_batch(trainer):
             uncount_last_batch(checkpoint)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
