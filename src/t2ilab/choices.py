@@ -20,6 +20,7 @@ LR_DECAYS = ("none", "cosine")                                      # model.lr_d
 SCALES = ("channel", "scalar")                                      # VAE model.scale
 PRIORS = ("standard", "conditional")                                # VAE model.prior
 LATENT_PRIORS = ("none", "diffusion")                               # VAE model.latent_prior
+LATENT_PRIOR_FRAMES = ("caption", "shared")                         # VAE model.latent_prior_frame
 GENERATOR_OUTPUTS = ("clamp", "linear", "tanh")                     # GAN model.generator.output
 UPSAMPLE_MODES = ("nearest", "bilinear")                            # GAN generator / VAE decoder upsample
 LATENTS = ("vector", "spatial")                                     # VAE model.net.latent

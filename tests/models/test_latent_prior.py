@@ -79,3 +79,44 @@ def test_latent_prior_needs_the_vector_latent(make_model):
         make_model("vae", latent_prior="diffusion", prior="standard", net={"latent": "spatial", "downsample": 4})
     with pytest.raises(ValueError, match="model.latent_prior='flow'"):
         make_model("vae", latent_prior="flow")
+
+
+def _decoded_latents(model, cond: torch.Tensor, gens, **sampling) -> torch.Tensor:
+    """The z that ``generate`` hands the decoder (captured from the sampling net's ``decode``)."""
+    net, seen = model.sampling_net, []
+    decode = net.decode
+    object.__setattr__(net, "decode", lambda z, c: seen.append(z) or decode(z, c))
+    try:
+        model.generate(cond, generator=gens, **sampling)
+    finally:
+        object.__delattr__(net, "decode")
+    return seen[0]
+
+
+@pytest.mark.parametrize("frame", ["caption", "shared"])
+def test_latent_prior_frame_whitens_by_the_caption_or_by_the_null_caption(make_model, fake_batch, conds, generators,
+                                                                          perturb, frame):
+    model = make_model("vae", latent_prior="diffusion", latent_prior_width=32, latent_prior_depth=1,
+                       latent_prior_frame=frame, sampling={"prior_steps": 2})
+    perturb(model.vae)
+    perturb(model.sampling_net)
+    b = fake_batch()
+    cond = model.prepare_cond(b["cond"])
+    mu = torch.randn(cond.shape[0], model.z_dim)
+    object.__setattr__(model.vae, "encode", lambda x, c: (mu, torch.full_like(mu, -60.0)))  # z = mu exactly
+    seen = []
+    object.__setattr__(model.latent_prior_net, "loss", lambda u, c: seen.append(u) or u.sum() * 0)
+    model.elbo_terms(b["image"], cond)
+    m, logvar = model.vae.prior(cond if frame == "caption" else model.null_cond(cond.shape[0]))
+    torch.testing.assert_close(seen[0], (mu - m) * torch.exp(-0.5 * logvar))
+    # prior guidance 0 = the prior's caption-free branch: in the shared frame the drawn z no longer
+    # depends on the caption (one frame for every caption); in the caption frame mu(c) still moves it
+    z_a = _decoded_latents(model, conds(3), generators(3), prior_guidance=0.0)
+    z_b = _decoded_latents(model, conds(3, seed=7), generators(3), prior_guidance=0.0)
+    assert torch.allclose(z_a, z_b) == (frame == "shared")
+    assert not torch.allclose(_decoded_latents(model, conds(3), generators(3)), z_a)  # w = 1 follows the caption
+
+
+def test_latent_prior_frame_is_checked(make_model):
+    with pytest.raises(ValueError, match="model.latent_prior_frame='null'"):
+        make_model("vae", latent_prior="diffusion", latent_prior_frame="null")

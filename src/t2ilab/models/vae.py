@@ -18,7 +18,7 @@ from t2ilab.models import options
 from t2ilab.models.base import Generator, TextConditionedModule, to_unit_range
 from t2ilab.models.losses import decoded_mean, kl_normal, recon_nll
 
-from t2ilab.choices import LATENT_PRIORS, PRIORS, RECON_KINDS, SCALES  # noqa: E402,F401  (one source of the choices)
+from t2ilab.choices import LATENT_PRIOR_FRAMES, LATENT_PRIORS, PRIORS, RECON_KINDS, SCALES  # noqa: E402,F401  (one source of the choices)
 from t2ilab.models.options import VAESampling
 from t2ilab.utils.typecheck import OneOf, Range
 
@@ -44,6 +44,11 @@ class VAEModule(TextConditionedModule):
         latent_prior: ``none`` (sample z from the Gaussian p(z|c)) or ``diffusion``: a small conditional
             diffusion model fitted to the posterior latents during training (models/latent_prior.py), so
             samples come from where the decoder was trained; ``latent_prior_width`` / ``_depth`` size its MLP.
+        latent_prior_frame: the Gaussian the prior's latents are whitened by, u = (z - mu) / sigma:
+            ``caption`` (p(z|c) of each row's caption: the prior learns only what that Gaussian misses, but
+            its caption-free branch lives in another frame, so ``prior_guidance`` is not guidance proper) or
+            ``shared`` (p(z|null caption) for every row: one frame for all captions, in which the caption-free
+            branch is the marginal and ``prior_guidance`` is classifier-free guidance as in DALL-E 2's prior).
         sampling: ``generate`` defaults: ``temperature`` T (z = mu(c) + T sigma(c) eps; 0 = the
             prior mean, deterministic; with the latent prior, T scales its sampler's initial noise),
             ``prior_steps`` (DDIM steps of the latent prior) and ``prior_guidance`` (its classifier-free
@@ -64,7 +69,8 @@ class VAEModule(TextConditionedModule):
                  kl_warmup_steps: Annotated[int, Range(ge=0)] = 0, free_bits: Annotated[float, Range(ge=0)] = 0.0,
                  active_threshold: float = 0.01, latent_prior: Annotated[str, OneOf(LATENT_PRIORS)] = "none",
                  latent_prior_width: Annotated[int, Range(ge=8)] = 256,
-                 latent_prior_depth: Annotated[int, Range(ge=1)] = 3, **kwargs: Any):
+                 latent_prior_depth: Annotated[int, Range(ge=1)] = 3,
+                 latent_prior_frame: Annotated[str, OneOf(LATENT_PRIOR_FRAMES)] = "caption", **kwargs: Any):
         kwargs["sampling"] = {**options.defaults(VAESampling), **(kwargs.get("sampling") or {})}
         kwargs.setdefault("cond_drop_prob", 0.05)
         super().__init__(**kwargs)
@@ -76,6 +82,9 @@ class VAEModule(TextConditionedModule):
         scale_channels = (self.channels if scale == "channel" else 1) if learned else 0
         if latent_prior not in LATENT_PRIORS:
             raise ValueError(f"model.latent_prior={latent_prior!r}: expected one of {LATENT_PRIORS}")
+        if latent_prior_frame not in LATENT_PRIOR_FRAMES:
+            raise ValueError(f"model.latent_prior_frame={latent_prior_frame!r}: expected one of {LATENT_PRIOR_FRAMES}")
+        self.latent_prior_frame = latent_prior_frame
         extra = {}
         if latent_prior == "diffusion":
             from t2ilab.models.latent_prior import DiffusionPrior
@@ -119,8 +128,9 @@ class VAEModule(TextConditionedModule):
         mu_p, logvar_p = self.vae.prior(cond)
         kl = kl_normal(mu, logvar, mu_p, logvar_p)
         prior_loss = z.new_zeros(())
-        if self.latent_prior_net is not None:  # fits u = (z - mu(c)) / sigma(c); no gradient to the VAE
-            u = ((z - mu_p) * torch.exp(-0.5 * logvar_p)).detach()
+        if self.latent_prior_net is not None:  # fits u = (z - mu) / sigma in its frame; no gradient to the VAE
+            mu_f, logvar_f = (mu_p, logvar_p) if self.latent_prior_frame == "caption" else self._null_frame(self.vae, cond)
+            u = ((z - mu_f) * torch.exp(-0.5 * logvar_f)).detach()
             prior_loss = self.latent_prior_net.loss(u, cond.detach())
         return recon_nll(self.recon, x, out, log_scale).mean(), kl.mean(0), prior_loss
 
@@ -163,8 +173,14 @@ class VAEModule(TextConditionedModule):
         if getattr(net, "latent_prior", None) is not None:
             eps = net.latent_prior.sample(eps, cond, self.null_cond(cond.shape[0]), generator, self.randn,
                                           num_steps=int(prior_steps), guidance_scale=float(prior_guidance))
+            if self.latent_prior_frame == "shared":
+                mu, logvar = self._null_frame(net, cond)
         z = mu + eps * torch.exp(0.5 * logvar)
         return decoded_mean(self.recon, net.decode(z, cond))
+
+    def _null_frame(self, net: nn.Module, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of p(z|null caption), one row per row of ``cond``."""
+        return net.prior(self.null_cond(cond.shape[0]).to(cond.dtype))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
