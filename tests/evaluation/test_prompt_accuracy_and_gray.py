@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from t2ilab.evaluation.classifier import weights_digest
 from t2ilab.evaluation.engine import Evaluator
 
 
@@ -24,6 +25,13 @@ def test_prompt_accuracy_of_real_images_matches_heldout_accuracy(fmnist_dm, metr
     # the classifier was cached: a new evaluator loads it (same key, same accuracy) instead of training
     again = Evaluator(cfg, fmnist_dm, str(tmp_path), feature_extractor=standin(0)).prepare("cpu")
     assert again.classifier.key == ev.classifier.key and again.classifier.heldout_accuracy == held
+    # the weights' digest is in the metrics (classifiers trained on two machines differ: compare at one digest)
+    assert real["meta"]["classifier_weights"] == again.classifier.weights_digest == ev.classifier.weights_digest
+    state = {k: v.clone() for k, v in ev.classifier.net.state_dict().items()}
+    assert weights_digest(state) == ev.classifier.weights_digest
+    first = next(k for k in sorted(state) if state[k].is_floating_point())
+    state[first].view(-1)[0] += 1e-4  # one weight, a small change: another classifier
+    assert weights_digest(state) != ev.classifier.weights_digest
     noise = ev.evaluate(noise_model(64, channels=1, noise=1.0))
     assert noise["prompt_accuracy"] < held - 0.3  # pure noise is not classified as the prompted garment
     # classifier_fd (Frechet distance in the classifier's features): real images are far closer to the

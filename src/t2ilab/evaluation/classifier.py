@@ -47,6 +47,17 @@ def build_net(channels: int, num_classes: int, image_size: int, width: int = 32)
     return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.2), nn.Linear(c * side * side, num_classes))
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """A short sha256 of a network's weights (names and float32 values): two reference classifiers with the
+    same cache key trained on different machines differ in their weights (CPU numerics), and so do the
+    prompt accuracy and classifier_fd they give; metrics are comparable only at the same digest."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode())
+        h.update(state_dict[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _scale(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
@@ -81,6 +92,7 @@ class ReferenceClassifier:
         self.payload, self.device = payload, torch.device(device)
         self.net: nn.Module | None = None
         self.heldout_accuracy: float | None = None
+        self.weights_digest: str | None = None
 
     def load_or_train(self, train_ds: Callable[[], Any], heldout_ds: Any) -> "ReferenceClassifier":
         """Load the cached network, or train it on ``train_ds()`` and cache it (with held-out accuracy).
@@ -105,6 +117,7 @@ class ReferenceClassifier:
                                "meta": json.dumps(self.payload, default=str)}, self.path)
             log.info("reference classifier: held-out accuracy %.3f -> %s", self.heldout_accuracy, self.path)
         self.net = net.to(self.device).eval()
+        self.weights_digest = weights_digest(net.state_dict())
         return self
 
     def _train(self, net: nn.Module, ds: Any) -> None:

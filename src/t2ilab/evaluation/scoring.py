@@ -142,6 +142,7 @@ def meta(ev: Any, stage_seconds: torch.Tensor) -> dict[str, Any]:
             out["warnings"].append("CLIP score computed with a randomly initialised CLIP: meaningless")
     if ev.classifier is not None:
         out["classifier_key"] = ev.classifier.key
+        out["classifier_weights"] = ev.classifier.weights_digest  # compare metrics only at the same digest
         if ev.classifier.heldout_accuracy < LOW_CLASSIFIER_ACCURACY:
             out["warnings"].append(f"reference classifier held-out accuracy {ev.classifier.heldout_accuracy:.2f} < "
                                    f"{LOW_CLASSIFIER_ACCURACY}: prompt accuracy is weakly informative (more "
