@@ -129,7 +129,7 @@ class VAEModule(TextConditionedModule):
         kl = kl_normal(mu, logvar, mu_p, logvar_p)
         prior_loss = z.new_zeros(())
         if self.latent_prior_net is not None:  # fits u = (z - mu) / sigma in its frame; no gradient to the VAE
-            mu_f, logvar_f = (mu_p, logvar_p) if self.latent_prior_frame == "caption" else self._null_frame(self.vae, cond)
+            mu_f, logvar_f = (mu_p, logvar_p) if self.latent_prior_frame == "caption" else self.vae.prior(self._frame_cond(cond))
             u = ((z - mu_f) * torch.exp(-0.5 * logvar_f)).detach()
             prior_loss = self.latent_prior_net.loss(u, cond.detach())
         return recon_nll(self.recon, x, out, log_scale).mean(), kl.mean(0), prior_loss
@@ -168,19 +168,19 @@ class VAEModule(TextConditionedModule):
     # -- inference --------------------------------------------------------------------------------
     def _generate(self, net: nn.Module, cond: torch.Tensor, generator: Generator, temperature: float = 1.0,
                   prior_steps: int = 25, prior_guidance: float = 1.0) -> torch.Tensor:
-        mu, logvar = net.prior(cond)
+        learned = getattr(net, "latent_prior", None) is not None
+        mu, logvar = net.prior(self._frame_cond(cond) if learned else cond)
         eps = self.randn((cond.shape[0], *net.latent_shape), generator) * float(temperature)
-        if getattr(net, "latent_prior", None) is not None:
+        if learned:
             eps = net.latent_prior.sample(eps, cond, self.null_cond(cond.shape[0]), generator, self.randn,
                                           num_steps=int(prior_steps), guidance_scale=float(prior_guidance))
-            if self.latent_prior_frame == "shared":
-                mu, logvar = self._null_frame(net, cond)
         z = mu + eps * torch.exp(0.5 * logvar)
         return decoded_mean(self.recon, net.decode(z, cond))
 
-    def _null_frame(self, net: nn.Module, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar) of p(z|null caption), one row per row of ``cond``."""
-        return net.prior(self.null_cond(cond.shape[0]).to(cond.dtype))
+    def _frame_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """The caption rows whose Gaussian whitens the latent prior's z (``latent_prior_frame``): each row's
+        own (``caption``) or the null caption for every row (``shared``)."""
+        return cond if self.latent_prior_frame == "caption" else self.null_cond(cond.shape[0]).to(cond.dtype)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
